@@ -1,0 +1,148 @@
+"""Named, reusable search spaces: one YAML definition serves grid, random and Optuna search.
+
+A space is a set of hyperparameters. Each one says which methods it applies to, so a study
+that compares methods gets one conditional space (IA3 trials never get a rank). Spaces are
+plain data here; ``sweeps.searchers`` turns them into what Ray Tune and Optuna expect.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import itertools
+import math
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from sweeps.errors import StudyError
+from sweeps.schema import build
+
+SPACES_DIR = Path(__file__).parent
+
+Kind = Literal["choice", "uniform", "loguniform", "int", "fixed"]
+
+
+@dataclasses.dataclass
+class Param:
+    """One hyperparameter: a discrete choice, a continuous or integer range, or a fixed value."""
+
+    type: Kind = "choice"
+    values: Optional[list[Any]] = None  # choice
+    low: Optional[float] = None  # uniform / loguniform / int
+    high: Optional[float] = None
+    log: bool = False  # int only: sample on a log scale
+    value: Any = None  # fixed
+    methods: Optional[list[str]] = None  # methods it applies to; None = all
+    help: str = ""  # one line on the knob's effect
+
+    def validate(self, path: str) -> None:
+        if self.type == "choice":
+            if not self.values:
+                raise StudyError(path, "a choice needs a non-empty 'values' list", "add values: [..]")
+        elif self.type in ("uniform", "loguniform", "int"):
+            if self.low is None or self.high is None:
+                raise StudyError(path, f"a {self.type} range needs 'low' and 'high'", "set both bounds")
+            if self.low > self.high:
+                raise StudyError(path, f"low {self.low} > high {self.high}", "swap the bounds")
+            if self.type == "loguniform" and self.low <= 0:
+                raise StudyError(path, "a loguniform range needs low > 0", "use a positive lower bound")
+
+    @property
+    def continuous(self) -> bool:
+        return self.type in ("uniform", "loguniform", "int")
+
+    def candidates(self) -> list[Any]:
+        """Every value a grid would visit (only for discrete params)."""
+        if self.type == "fixed":
+            return [self.value]
+        return list(self.values or [])
+
+    def bounds(self) -> list[Any]:
+        """Values to range-check: the choices, or the two ends of a range."""
+        if self.continuous:
+            return [self.low, self.high]
+        return self.candidates()
+
+    def applies_to(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
+
+
+@dataclasses.dataclass
+class SearchSpace:
+    """A named space: hyperparameter name -> Param."""
+
+    name: str
+    description: str
+    params: dict[str, Param]
+
+    def for_methods(self, methods: list[str]) -> "SearchSpace":
+        """Drop params that none of ``methods`` uses."""
+        kept = {k: p for k, p in self.params.items() if any(p.applies_to(m) for m in methods)}
+        return dataclasses.replace(self, params=kept)
+
+    def params_for(self, method: str) -> dict[str, Param]:
+        return {k: p for k, p in self.params.items() if p.applies_to(method)}
+
+    def grid_points(self, methods: list[str], path: str = "search_space") -> list[dict[str, Any]]:
+        """The full grid: per method, the product of its own params (so IA3 gets no rank)."""
+        points: list[dict[str, Any]] = []
+        for method in methods:
+            params = self.params_for(method)
+            for name, p in params.items():
+                if p.continuous:
+                    raise StudyError(
+                        f"{path}.{name}",
+                        f"grid search cannot enumerate a continuous {p.type} range [{p.low}, {p.high}]",
+                        f"override it with a list of values (e.g. --set {path}.overrides.{name}=[...]) "
+                        "or use --search random / optuna",
+                    )
+            names = list(params)
+            for combo in itertools.product(*(params[n].candidates() for n in names)):
+                points.append({"method": method, **dict(zip(names, combo))})
+        return points
+
+    def grid_size(self, methods: list[str]) -> int:
+        return sum(
+            math.prod(len(p.candidates()) for p in self.params_for(m).values()) for m in methods
+        )
+
+
+def known_spaces() -> list[str]:
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+
+
+def load_space(name: str, overrides: Optional[dict[str, Any]] = None, path: str = "search_space") -> SearchSpace:
+    """Load ``search_spaces/<name>.yaml`` and apply a study's overrides.
+
+    An override is either a mapping merged into the param (``{values: [8, 16]}``), a list
+    (shorthand for a choice), a scalar (a fixed value), or ``null`` (drop the param).
+    """
+    file = SPACES_DIR / f"{name}.yaml"
+    if not file.is_file():
+        near = difflib.get_close_matches(name, known_spaces(), n=1)
+        fix = f"did you mean {near[0]!r}?" if near else f"known spaces: {', '.join(known_spaces())}"
+        raise StudyError(f"{path}.name", f"unknown search space {name!r}", fix)
+    raw = yaml.safe_load(file.read_text()) or {}
+    params_raw: dict[str, Any] = copy.deepcopy(raw.get("params") or {})
+    for key, override in (overrides or {}).items():
+        if override is None:
+            params_raw.pop(key, None)
+        elif isinstance(override, dict):
+            base = params_raw.get(key, {})
+            if "type" in override and override["type"] != base.get("type"):
+                base = {k: v for k, v in base.items() if k in ("methods", "help")}
+            params_raw[key] = {**base, **override}
+        elif isinstance(override, list):
+            base = params_raw.get(key, {})
+            params_raw[key] = {"type": "choice", "values": override, "methods": base.get("methods"), "help": base.get("help", "")}
+        else:
+            base = params_raw.get(key, {})
+            params_raw[key] = {"type": "fixed", "value": override, "methods": base.get("methods"), "help": base.get("help", "")}
+    params = {}
+    for key, value in params_raw.items():
+        where = f"{path}.overrides.{key}" if key in (overrides or {}) else f"search_spaces/{name}.yaml:{key}"
+        params[key] = build(Param, value, where)
+    return SearchSpace(name=name, description=str(raw.get("description", "")), params=params)

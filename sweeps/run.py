@@ -1,0 +1,76 @@
+"""CLI: ``python -m sweeps.run STUDY`` runs a named study (or a YAML path) as a Ray Tune sweep.
+
+Exit codes: 0 done, 1 the sweep ran but every trial failed, 2 bad input (nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional
+
+from sweeps.errors import StudyError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sweeps.run", description="Run a PEFT hyperparameter sweep (Ray Tune + Optuna, tracked in MLflow).")
+    p.add_argument("study", help="study name from sweeps/studies/ or a path to a study YAML")
+    p.add_argument("--search", choices=["grid", "random", "optuna"], help="override search.algorithm")
+    p.add_argument("--num-samples", type=int, help="override search.num_samples (grid: repeats of the grid)")
+    p.add_argument("--model", help="override model (hub id or local folder)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any study key, e.g. --set training.epochs=2 (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="validate the study and print its plan; start nothing")
+    p.add_argument("--local", action="store_true", help="start a local Ray cluster even if RAY_ADDRESS is set")
+    p.add_argument("--address", help="Ray cluster address to join (default: $RAY_ADDRESS, else local)")
+    return p
+
+
+def overrides(args: argparse.Namespace) -> list[str]:
+    sets = []
+    if args.search:
+        sets.append(f"search.algorithm={args.search}")
+    if args.num_samples is not None:
+        sets.append(f"search.num_samples={args.num_samples}")
+    if args.model:
+        sets.append(f"model={args.model}")
+    return sets + list(args.set)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    from sweeps.study import load_study
+
+    try:
+        study = load_study(args.study, overrides(args))
+        if args.dry_run:
+            from sweeps.plan import describe
+
+            print(describe(study))
+            print("dry run: study is valid; nothing started")
+            return 0
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from sweeps.sweep import run_study
+
+        outcome = run_study(study, address=args.address, local=args.local)
+    except StudyError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    c = outcome.counts
+    print(f"\nstudy {study.name}: {c['trials']} trials ({c['completed']} completed, {c['early_stopped']} stopped early, {c['failed']} failed)")
+    print(f"MLflow parent run {outcome.parent_run_id} in experiment {study.experiment!r}")
+    if outcome.best is None:
+        first = next((r.error for r in outcome.results if r.error is not None), None)
+        print(f"error: every trial failed; first error: {str(first).strip().splitlines()[-1] if first else 'unknown'} (full tracebacks: error.txt in each trial folder under {outcome.results.experiment_path})", file=sys.stderr)
+        return 1
+    best = outcome.best
+    shown = {k: v for k, v in best["config"].items()}
+    print(f"best {study.search.metric} = {best['metrics'][study.search.metric]:.4f} with {shown}")
+    test = {k: round(v, 4) for k, v in best["metrics"].items() if k.startswith("test_") and k[5:] in ("accuracy", "f1_macro")}
+    if test:
+        print(f"best trial on the held-out test split: {test}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Trial schedulers: run everything to the end, or let ASHA stop the weak trials early.
+
+ASHA counts eval points (one Tune ``training_iteration`` per evaluation), so its rungs
+are comparable across trials whatever their batch size.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+
+def fifo(spec: Any, eval_points: int) -> TrialScheduler:
+    return FIFOScheduler()
+
+
+def asha(spec: Any, eval_points: int) -> TrialScheduler:
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=max(eval_points, 1),
+        grace_period=min(spec.grace_period, max(eval_points, 1)),
+        reduction_factor=spec.reduction_factor,
+    )
+
+
+SCHEDULERS: dict[str, Callable[[Any, int], TrialScheduler]] = {"none": fifo, "asha": asha}

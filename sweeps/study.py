@@ -1,0 +1,295 @@
+"""A study: one YAML file in ``sweeps/studies/`` (or any path), validated into typed dataclasses.
+
+Everything that can be checked without loading data or weights is checked here, so bad input
+fails in well under a second, before Ray starts or MLflow is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from search_spaces import SearchSpace, load_space
+from sweeps.errors import StudyError
+from sweeps.schema import build
+from trainables import hparams
+from trainables.methods import METHODS
+from trainables.tasks import TASKS
+
+STUDIES_DIR = Path(__file__).parent / "studies"
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass
+class Columns:
+    """Which data columns hold what. Multi-label data either has one column of label lists
+    (``label``) or one 0/1 column per label (``labels``)."""
+
+    text: str = "text"
+    text_pair: Optional[str] = None
+    label: Optional[str] = "label"
+    labels: Optional[list[str]] = None
+
+
+@dataclasses.dataclass
+class DataSpec:
+    source: Literal["hub", "local", "generated"] = "local"
+    name: Optional[str] = None  # hub data set id, or generator name for source=generated
+    config: Optional[str] = None  # hub config name
+    files: dict[str, str] = dataclasses.field(default_factory=dict)  # split -> path (local)
+    format: Optional[Literal["csv", "tsv", "jsonl", "json"]] = None  # default: from the extension
+    delimiter: Optional[str] = None  # csv only, e.g. ";"
+    column_names: Optional[list[str]] = None  # csv without a header row
+    splits: dict[str, Optional[str]] = dataclasses.field(default_factory=lambda: {"train": "train"})
+    columns: Columns = dataclasses.field(default_factory=Columns)
+    label_names: Optional[list[str]] = None
+    validation_fraction: float = 0.2  # stratified split of train when there is no validation split
+    max_train_rows: Optional[int] = None
+    max_eval_rows: Optional[int] = None
+    rows: Optional[int] = None  # generated data: how many rows
+
+    def validate(self, path: str) -> None:
+        for split in self.splits:
+            if split not in SPLITS:
+                raise StudyError(f"{path}.splits.{split}", "unknown split", f"use {', '.join(SPLITS)}")
+        if self.source == "hub" and not self.name:
+            raise StudyError(f"{path}.name", "a hub data set needs a name", "e.g. name: dair-ai/emotion")
+        if self.source == "local":
+            if "train" not in self.files:
+                raise StudyError(f"{path}.files.train", "local data needs a train file", "add files: {train: path/to/train.csv}")
+            for split, file in self.files.items():
+                if split not in SPLITS:
+                    raise StudyError(f"{path}.files.{split}", "unknown split", f"use {', '.join(SPLITS)}")
+                if not Path(file).expanduser().is_file():
+                    raise StudyError(f"{path}.files.{split}", f"no such file {file!r}", "fix the path (relative paths start at the current directory) or pass --data")
+        if self.source == "generated":
+            from trainables.data import GENERATORS
+
+            if self.name not in GENERATORS:
+                raise StudyError(f"{path}.name", f"unknown generator {self.name!r}", f"use one of {', '.join(GENERATORS)}")
+        if not 0 < self.validation_fraction < 1:
+            raise StudyError(f"{path}.validation_fraction", f"{self.validation_fraction} is not in (0, 1)", "use e.g. 0.2")
+        for key in ("max_train_rows", "max_eval_rows", "rows"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise StudyError(f"{path}.{key}", f"{value} rows", "use a positive number or remove the key")
+
+
+@dataclasses.dataclass
+class SpaceRef:
+    name: str
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class SearchSpec:
+    algorithm: Literal["grid", "random", "optuna"] = "optuna"
+    num_samples: int = 8  # trials (grid: repeats of the whole grid)
+    max_concurrent_trials: Optional[int] = None  # default: as many as the cluster fits
+    metric: str = "f1_macro"
+    mode: Literal["max", "min"] = "max"
+    seed: int = 0
+
+    def validate(self, path: str) -> None:
+        if self.num_samples < 1:
+            raise StudyError(f"{path}.num_samples", f"{self.num_samples} trials", "use --num-samples N with N >= 1")
+        if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
+            raise StudyError(f"{path}.max_concurrent_trials", f"{self.max_concurrent_trials}", "use a value >= 1 or remove it")
+
+
+@dataclasses.dataclass
+class SchedulerSpec:
+    name: Literal["none", "asha"] = "asha"
+    grace_period: int = 1  # eval points a trial always gets before it can be stopped
+    reduction_factor: int = 2  # keep the top 1/reduction_factor at each rung
+
+    def validate(self, path: str) -> None:
+        if self.grace_period < 1:
+            raise StudyError(f"{path}.grace_period", f"{self.grace_period}", "use >= 1 eval point")
+        if self.reduction_factor < 2:
+            raise StudyError(f"{path}.reduction_factor", f"{self.reduction_factor}", "use >= 2")
+
+
+@dataclasses.dataclass
+class TrainingSpec:
+    epochs: float = 1.0
+    max_steps: Optional[int] = None  # optimizer steps; overrides epochs
+    batch_size: int = 16  # per worker
+    eval_batch_size: Optional[int] = None  # default: 2 x batch_size
+    grad_accum: int = 1
+    max_length: int = 128  # tokens; longer texts are truncated
+    seed: int = 42
+    evals_per_epoch: int = 2  # eval points per epoch (what ASHA rungs count)
+    eval_every_steps: Optional[int] = None  # overrides evals_per_epoch
+
+    def validate(self, path: str) -> None:
+        positive = {
+            "epochs": self.epochs, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
+            "evals_per_epoch": self.evals_per_epoch,
+        }
+        for key in ("max_steps", "eval_every_steps", "eval_batch_size"):
+            if getattr(self, key) is not None:
+                positive[key] = getattr(self, key)
+        for key, value in positive.items():
+            if value <= 0:
+                raise StudyError(f"{path}.{key}", f"{value} must be > 0", "use a positive value")
+        if self.max_length < 8:
+            raise StudyError(f"{path}.max_length", f"{self.max_length} tokens", "use >= 8")
+
+
+@dataclasses.dataclass
+class ResourcesSpec:
+    workers: int = 1  # Ray Train workers per trial (> 1 = DDP)
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0  # fractional shares a GPU between trials
+    start_timeout_s: float = 120.0  # a trial that cannot get its workers in this long fails
+
+    def validate(self, path: str) -> None:
+        if self.workers < 1:
+            raise StudyError(f"{path}.workers", f"{self.workers}", "use >= 1")
+        if self.cpus_per_worker <= 0:
+            raise StudyError(f"{path}.cpus_per_worker", f"{self.cpus_per_worker}", "use > 0")
+        if self.gpus_per_worker < 0 or (self.gpus_per_worker > 1 and not float(self.gpus_per_worker).is_integer()):
+            raise StudyError(f"{path}.gpus_per_worker", f"{self.gpus_per_worker}", "use a fraction <= 1 or a whole number")
+        if self.start_timeout_s <= 0:
+            raise StudyError(f"{path}.start_timeout_s", f"{self.start_timeout_s}", "use > 0 seconds")
+
+
+@dataclasses.dataclass
+class TrackingSpec:
+    experiment: Optional[str] = None  # MLflow experiment; default: the study name
+    tracking_uri: Optional[str] = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+@dataclasses.dataclass
+class Study:
+    name: str
+    model: str  # hub id, local folder, or packaged:<name>
+    task: str
+    data: DataSpec
+    methods: list[str]
+    search_space: SpaceRef
+    description: str = ""
+    search: SearchSpec = dataclasses.field(default_factory=SearchSpec)
+    scheduler: SchedulerSpec = dataclasses.field(default_factory=SchedulerSpec)
+    training: TrainingSpec = dataclasses.field(default_factory=TrainingSpec)
+    resources: ResourcesSpec = dataclasses.field(default_factory=ResourcesSpec)
+    tracking: TrackingSpec = dataclasses.field(default_factory=TrackingSpec)
+    storage_path: Optional[str] = None  # Ray Tune storage; default ./ray_results
+    space: Optional[SearchSpace] = dataclasses.field(default=None, init=False, repr=False)
+
+    def validate(self, path: str) -> None:
+        if self.task not in TASKS:
+            near = difflib.get_close_matches(self.task, list(TASKS), n=1)
+            raise StudyError("task", f"unknown task {self.task!r}", f"did you mean {near[0]!r}?" if near else f"use one of {', '.join(TASKS)}")
+        task = TASKS[self.task]
+        if not self.methods:
+            raise StudyError("methods", "no methods", f"list one or more of {', '.join(METHODS)}")
+        for i, m in enumerate(self.methods):
+            if m not in METHODS:
+                near = difflib.get_close_matches(m, list(METHODS), n=1)
+                raise StudyError(f"methods[{i}]", f"unknown method {m!r}", f"did you mean {near[0]!r}?" if near else f"use one of {', '.join(METHODS)}")
+        if self.search.metric not in task.metrics:
+            raise StudyError("search.metric", f"task {self.task} does not produce {self.search.metric!r}", f"use one of {', '.join(task.metrics)}")
+        if task.needs_text_pair and not self.data.columns.text_pair:
+            raise StudyError("data.columns.text_pair", f"task {self.task} needs a second text column", "set data.columns.text_pair")
+        if task.multi_label and not (self.data.columns.labels or self.data.columns.label):
+            raise StudyError("data.columns.labels", "multi-label data needs label columns", "set labels: [col, ...] or label: <column of lists>")
+        self._validate_model()
+        self.space = load_space(self.search_space.name, self.search_space.overrides).for_methods(self.methods)
+        for name, param in self.space.params.items():
+            field = f"search_space.overrides.{name}" if name in self.search_space.overrides else f"search_space ({self.search_space.name}).{name}"
+            hparams.check_name(name, field)
+            for value in param.bounds():
+                hparams.check_value(name, value, field)
+        if self.search.algorithm == "grid":
+            self.space.grid_points(self.methods)  # raises on continuous ranges
+
+    def _validate_model(self) -> None:
+        ref = self.model
+        if ref.startswith("packaged:"):
+            from trainables.model import PACKAGED_MODELS
+
+            if ref not in PACKAGED_MODELS:
+                raise StudyError("model", f"unknown packaged model {ref!r}", f"use one of {', '.join(PACKAGED_MODELS)}")
+            return
+        looks_local = ref.startswith(("/", ".", "~")) or ref.count("/") > 1 or Path(ref).exists()
+        if looks_local or not HUB_ID.match(ref):
+            if not Path(ref).expanduser().is_dir():
+                raise StudyError("model", f"no model folder at {ref!r}", "pass --model with an existing folder or a hub id like org/name")
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+
+def known_studies() -> list[str]:
+    return sorted(p.stem for p in STUDIES_DIR.glob("*.yaml"))
+
+
+def study_file(ref: str) -> Path:
+    """A study name from ``sweeps/studies/`` or a path to a YAML file."""
+    path = Path(ref).expanduser()
+    if path.suffix in (".yaml", ".yml") or os.sep in ref:
+        if not path.is_file():
+            raise StudyError("study", f"no study file at {ref!r}", "check the path")
+        return path
+    candidate = STUDIES_DIR / f"{ref}.yaml"
+    if candidate.is_file():
+        return candidate
+    near = difflib.get_close_matches(ref, known_studies(), n=1)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    raise StudyError("study", f"unknown study {ref!r}", f"{hint}known studies: {', '.join(known_studies())}; or pass a path to a .yaml file")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise StudyError(where, f"YAML syntax error: {problem}", "fix the YAML on that line") from None
+    if not isinstance(raw, dict):
+        raise StudyError(str(path), "a study file must be a YAML mapping", "see sweeps/studies/emotion_demo.yaml")
+    return raw
+
+
+def apply_set(raw: dict[str, Any], assignment: str) -> None:
+    """``--set a.b.c=value``: value parsed as YAML (numbers, lists, booleans)."""
+    if "=" not in assignment:
+        raise StudyError("--set", f"{assignment!r} has no '='", "use --set key.path=value")
+    key, _, text = assignment.partition("=")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise StudyError(f"--set {key}", f"{part!r} is not a mapping", "set the parent key instead")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_study(ref: str, sets: Optional[list[str]] = None) -> Study:
+    """Read, override and validate a study. Raises StudyError on any bad input."""
+    path = study_file(ref)
+    raw = read_yaml(path)
+    raw.setdefault("name", path.stem)
+    for assignment in sets or []:
+        apply_set(raw, assignment)
+    return build(Study, raw)

@@ -1,0 +1,153 @@
+"""Study -> Ray Tune ``Tuner`` -> trials -> MLflow. The one place the pieces meet.
+
+Order matters for "nothing half-written": everything that can fail on bad input (study,
+model files, data columns, cluster size) is checked before the MLflow parent run or the
+Ray Tune storage folder is created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import mlflow
+import ray
+from ray import tune
+
+from sweeps import cluster, tracking
+from sweeps.schedulers import SCHEDULERS
+from sweeps.schema import to_dict
+from sweeps.searchers import SEARCHERS, trial_count
+from sweeps.study import Study
+from trainables import data as data_mod
+from trainables.loop import schedule
+from trainables.model import load_tokenizer
+from trainables.tasks import TASKS
+from trainables.trial import TRIAL_DRIVER_RESOURCES, run_trial
+
+
+@dataclasses.dataclass
+class SweepOutcome:
+    results: tune.ResultGrid
+    parent_run_id: str
+    best: Optional[dict[str, Any]]  # {"config": ..., "metrics": ..., "trial_id": ...}
+    counts: dict[str, int]
+
+
+def study_settings(study: Study) -> dict[str, Any]:
+    """The fixed (not searched) settings, flattened, logged as params on every run."""
+    plain = to_dict(study)
+    plain.pop("space", None)
+    plain.pop("description", None)
+    return tracking.flatten(plain)
+
+
+def storage_root(study: Study) -> Path:
+    return Path(study.storage_path or "ray_results").expanduser().resolve()
+
+
+def build_tuner(study: Study, data_ref: Any, plan: dict[str, int], max_concurrent: int, run_name: str, callbacks: list[Any]) -> tune.Tuner:
+    """The Tuner(trainable, param_space, tune_config, run_config) for a validated study."""
+    assert study.space is not None
+    storage = storage_root(study)
+    plain = to_dict(study)
+    plain.pop("space", None)
+    plain["train_storage"] = str(storage / run_name / "_train")
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, study=plain, data=[data_ref]), TRIAL_DRIVER_RESOURCES
+    )
+    search = study.search
+    searcher = SEARCHERS[search.algorithm](
+        study.space, study.methods, metric=search.metric, mode=search.mode, seed=search.seed, num_samples=search.num_samples
+    )
+    return tune.Tuner(
+        trainable,
+        param_space={},
+        tune_config=tune.TuneConfig(
+            metric=search.metric,
+            mode=search.mode,
+            search_alg=searcher,
+            scheduler=SCHEDULERS[study.scheduler.name](study.scheduler, plan["eval_points"]),
+            num_samples=trial_count(search.algorithm, study.space, study.methods, search.num_samples),
+            max_concurrent_trials=max_concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=run_name,
+            storage_path=str(storage),
+            callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=0),
+            verbose=1,
+        ),
+    )
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # v == v: not NaN
+
+
+def _best(results: tune.ResultGrid, metric: str, mode: str) -> Optional[dict[str, Any]]:
+    """Best eval point over all trials (what the kept checkpoint holds)."""
+    best = None
+    for r in results:
+        df = r.metrics_dataframe
+        if r.error is not None or df is None or metric not in df or df[metric].isna().all():
+            continue
+        row = df.loc[df[metric].idxmax() if mode == "max" else df[metric].idxmin()]
+        if best is None or (row[metric] > best["metrics"][metric] if mode == "max" else row[metric] < best["metrics"][metric]):
+            last = df.iloc[-1]  # the held-out test split is scored once, at the end
+            metrics = {k: float(v) for k, v in row.items() if _is_number(v) and k not in tracking._SKIP and not k.startswith("test_")}
+            metrics.update({k: float(v) for k, v in last.items() if k.startswith("test_") and _is_number(v)})
+            best = {"config": dict(r.config), "metrics": metrics, "trial_id": r.metrics.get("trial_id"), "path": r.path}
+    return best
+
+
+def run_study(study: Study, address: Optional[str] = None, local: bool = False) -> SweepOutcome:
+    task = TASKS[study.task]
+    tokenizer = load_tokenizer(study.model)
+    prepared = data_mod.prepare(study.data, task, tokenizer, study.training.max_length, study.training.seed)
+    plan = schedule(len(prepared.splits["train"]), to_dict(study.training), study.resources.workers)
+
+    started = cluster.connect(address, local)
+    try:
+        max_concurrent = cluster.concurrency(study.resources, study.search.max_concurrent_trials)
+        return _sweep(study, prepared, plan, max_concurrent)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], max_concurrent: int) -> SweepOutcome:
+    run_name = f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    uri = tracking.tracking_uri(study.tracking.tracking_uri)
+    settings = study_settings(study)
+    tags = {"study": study.name, "model": study.model, "search": study.search.algorithm, "scheduler": study.scheduler.name}
+    params = {
+        **settings,
+        "data.train_rows": len(prepared.splits["train"]),
+        "data.validation_rows": len(prepared.splits["validation"]),
+        "data.labels": ",".join(prepared.label_names),
+        "plan.total_steps": plan["total_steps"],
+        "plan.eval_points": plan["eval_points"],
+        "plan.max_concurrent_trials": max_concurrent,
+    }
+    data_ref = ray.put(prepared)
+    with tracking.study_run(uri, study.experiment, run_name, params, {**tags, "mlflow.note.content": study.description}) as parent:
+        parent_id = parent.info.run_id
+        logger = tracking.TrialRunLogger(uri, study.experiment, parent_id, settings, {"model": study.model, "study": study.name})
+        tuner = build_tuner(study, data_ref, plan, max_concurrent, run_name, [logger])
+        results = tuner.fit()
+        best = _best(results, study.search.metric, study.search.mode)
+        counts = {"trials": len(results), "failed": sum(r.error is not None for r in results)}
+        counts["completed"] = sum(r.error is None and (r.metrics or {}).get("progress", 0) >= 1 for r in results)
+        counts["early_stopped"] = counts["trials"] - counts["failed"] - counts["completed"]
+        mlflow.log_metrics({f"trials_{k}": v for k, v in counts.items()})
+        if best:
+            mlflow.log_params({f"best.{k}": v for k, v in best["config"].items()})
+            mlflow.log_metrics({f"best_{k}": v for k, v in best["metrics"].items()})
+            mlflow.set_tag("best_trial_path", best["path"])
+        else:
+            mlflow.set_tag("status", "all trials failed")
+            mlflow.end_run("FAILED")
+        return SweepOutcome(results=results, parent_run_id=parent_id, best=best, counts=counts)

@@ -1,0 +1,116 @@
+"""MLflow: one parent run per study invocation, one child run per trial.
+
+Children are created by Ray's ``MLflowLoggerCallback`` in the driver, tagged with the
+parent's id (``mlflow.parentRunId``), so the MLflow UI shows them nested under the study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune.result import AUTO_RESULT_KEYS
+
+# Result keys that are Tune bookkeeping, not model metrics.
+_SKIP = set(AUTO_RESULT_KEYS) | {"checkpoint_path", "config", "trial_id", "done"}
+
+
+def tracking_uri(configured: Optional[str]) -> str:
+    """Study setting, else $MLFLOW_TRACKING_URI, else ./mlflow.db (what plain `mlflow ui` opens)."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def trial_status(failed: bool, last: Optional[dict[str, Any]]) -> str:
+    if failed:
+        return "failed"
+    if last is None or last.get("progress", 0) < 1:
+        return "early_stopped"
+    return "completed"
+
+
+class TrialRunLogger(MLflowLoggerCallback):
+    """Ray's MLflow callback, plus: method/model/status tags, the study's fixed settings as
+    params, the optimizer step as MLflow step, and a failed trial's error on its run."""
+
+    def __init__(self, uri: str, experiment: str, parent_run_id: str, fixed_params: dict[str, Any], tags: dict[str, str]):
+        super().__init__(
+            tracking_uri=uri,
+            experiment_name=experiment,
+            tags={"mlflow.parentRunId": parent_run_id, **tags},
+            save_artifact=False,
+        )
+        self._fixed = fixed_params
+        self._last: dict[Any, dict[str, Any]] = {}
+
+    def log_trial_start(self, trial: Any) -> None:
+        super().log_trial_start(trial)
+        run_id = self._trial_runs[trial]
+        client = MlflowClient(self.tracking_uri)
+        client.set_tag(run_id, "method", str(trial.config.get("method", "")))
+        client.set_tag(run_id, "status", "running")
+        client.log_batch(run_id, params=[mlflow.entities.Param(f"study.{k}", str(v)[:6000]) for k, v in self._fixed.items()])
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+        metrics = {k: v for k, v in flatten(result).items() if k not in _SKIP and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self._last[trial] = metrics
+        step = int(result.get("step", iteration))
+        self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=metrics, step=step)
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        run_id = self._trial_runs.get(trial)
+        if run_id is not None:
+            client = MlflowClient(self.tracking_uri)
+            client.set_tag(run_id, "status", trial_status(failed, self._last.get(trial)))
+            if failed:
+                client.set_tag(run_id, "error", error_line(trial))
+                if trial.error_file:
+                    client.set_tag(run_id, "error_file", trial.error_file)
+        super().log_trial_end(trial, failed=failed)
+
+
+def error_line(trial: Any) -> str:
+    """The last meaningful line of a trial's error (the full traceback stays in error.txt)."""
+    text = ""
+    if trial.error_file and Path(trial.error_file).is_file():
+        text = Path(trial.error_file).read_text()
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "error" in line:
+            return line[:500]
+    return (lines[-1] if lines else "unknown error")[:500]
+
+
+@contextlib.contextmanager
+def study_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
+    """The parent run. Ends FINISHED, or FAILED / KILLED if the sweep raises or is interrupted,
+    so no run is left 'RUNNING' forever."""
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment)
+    run = mlflow.start_run(run_name=run_name, tags=tags)
+    try:
+        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        yield run
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")

@@ -1,0 +1,1 @@
+"""What one trial does: data, model + peft method, the Ray Train worker loop, metrics."""

@@ -1,0 +1,214 @@
+"""Load a study's data (hub, local files or generated), map its columns, split and tokenize.
+
+Runs once per study in the driver; trials receive the tokenized splits through Ray's
+object store, so no trial tokenizes again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
+from sklearn.model_selection import train_test_split
+
+from sweeps.errors import StudyError
+from trainables.synthetic import emotion_rows
+from trainables.tasks import Task
+
+GENERATORS: dict[str, Callable[..., list[dict[str, Any]]]] = {"emotion": emotion_rows}
+DEFAULT_GENERATED_ROWS = 1500
+
+
+@dataclasses.dataclass
+class PreparedData:
+    """Tokenized splits (``input_ids``, ``attention_mask``, ``labels``) plus label names."""
+
+    splits: DatasetDict
+    label_names: list[str]
+    tokenizer: Any  # travels with the data so workers pad exactly as the driver tokenized
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.splits.items()}
+
+
+def _load_generated(spec: Any, seed: int) -> DatasetDict:
+    rows = spec.rows or DEFAULT_GENERATED_ROWS
+    make = GENERATORS[spec.name]
+    # Only train + test, like many real sets: validation comes from the stratified split.
+    return DatasetDict(
+        train=Dataset.from_list(make(rows, seed=seed)),
+        test=Dataset.from_list(make(max(rows // 4, 50), seed=seed + 10_000)),
+    )
+
+
+def _load_local(spec: Any) -> DatasetDict:
+    files = {split: str(Path(f).expanduser()) for split, f in spec.files.items()}
+    ext = Path(files["train"]).suffix.lstrip(".").lower()
+    fmt = spec.format or {"txt": "csv", "jsonl": "jsonl", "json": "json", "tsv": "tsv"}.get(ext, "csv")
+    kwargs: dict[str, Any] = {}
+    if fmt in ("csv", "tsv"):
+        builder = "csv"
+        kwargs["delimiter"] = spec.delimiter or ("\t" if fmt == "tsv" else ",")
+        if spec.column_names:
+            kwargs["column_names"] = spec.column_names
+    else:
+        builder = "json"
+    try:
+        return load_dataset(builder, data_files=files, keep_in_memory=True, **kwargs)
+    except Exception as exc:  # malformed files: say which study field to look at
+        raise StudyError("data.files", f"could not read {fmt} files: {str(exc).splitlines()[0]}", "check data.format, data.delimiter and data.column_names") from None
+
+
+def _load_hub(spec: Any) -> DatasetDict:
+    try:
+        loaded = load_dataset(spec.name, spec.config, keep_in_memory=True)
+    except Exception as exc:
+        raise StudyError("data.name", f"could not load hub data set {spec.name!r}: {str(exc).splitlines()[0]}", "check the name and network access (HF_TOKEN for gated sets), or use local files") from None
+    out = DatasetDict()
+    for ours, theirs in spec.splits.items():
+        if theirs is None:
+            continue
+        if theirs not in loaded:
+            raise StudyError(f"data.splits.{ours}", f"split {theirs!r} is not in {spec.name} (it has {', '.join(loaded)})", "map to an existing split or set it to null")
+        out[ours] = loaded[theirs]
+    return out
+
+
+def _check_columns(ds: DatasetDict, cols: Any, task: Task) -> None:
+    needed = {"text": cols.text}
+    if task.needs_text_pair:
+        needed["text_pair"] = cols.text_pair
+    if cols.labels:
+        needed.update({f"labels[{i}]": c for i, c in enumerate(cols.labels)})
+    else:
+        needed["label"] = cols.label
+    for split, d in ds.items():
+        for field, col in needed.items():
+            if col not in d.column_names and not (split == "test" and field.startswith("label")):
+                raise StudyError(f"data.columns.{field}", f"column {col!r} is not in the {split} split (columns: {', '.join(d.column_names)})", "set it to one of those columns")
+
+
+def _label_names(ds: DatasetDict, spec: Any, task: Task) -> list[str]:
+    cols = spec.columns
+    if cols.labels:
+        return list(cols.labels)
+    if spec.label_names:
+        return list(spec.label_names)
+    feature = ds["train"].features[cols.label]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    inner = getattr(feature, "feature", None)
+    if isinstance(inner, ClassLabel):
+        return list(inner.names)
+    values: set[Any] = set()
+    for d in ds.values():
+        if cols.label in d.column_names:
+            for v in d[cols.label]:
+                values.update(v if isinstance(v, list) else [v])
+    if values and all(isinstance(v, (int, np.integer)) for v in values):
+        return [str(i) for i in range(int(max(values)) + 1)]
+    return sorted(str(v) for v in values)
+
+
+def _encode_labels(ds: DatasetDict, spec: Any, task: Task, names: list[str]) -> DatasetDict:
+    cols = spec.columns
+    index = {n: i for i, n in enumerate(names)}
+
+    def to_id(v: Any, split: str) -> int:
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < len(names):
+            return int(v)
+        if str(v) in index:
+            return index[str(v)]
+        raise StudyError("data.label_names", f"label {v!r} in the {split} split is not one of {names}", "add it to data.label_names or fix the data")
+
+    out = DatasetDict()
+    for split, d in ds.items():
+        if cols.labels:
+            labels = [[float(bool(row[c])) for c in cols.labels] for row in d.select_columns(cols.labels)]
+        elif cols.label not in d.column_names:
+            continue  # unlabelled test split
+        elif task.multi_label:
+            labels = []
+            for v in d[cols.label]:
+                hot = [0.0] * len(names)
+                for item in v if isinstance(v, list) else [v]:
+                    hot[to_id(item, split)] = 1.0
+                labels.append(hot)
+        else:
+            labels = [to_id(v, split) for v in d[cols.label]]
+        keep = {"text": [str(t) for t in d[cols.text]], "labels": labels}
+        if task.needs_text_pair:
+            keep["text_pair"] = [str(t) for t in d[cols.text_pair]]
+        out[split] = Dataset.from_dict(keep)
+    return out
+
+
+def _strata(labels: list[Any], multi_label: bool) -> list[int]:
+    if not multi_label:
+        return [int(v) for v in labels]
+    return [int(np.argmax(v)) if any(v) else -1 for v in labels]
+
+
+def stratified_split(train: Dataset, fraction: float, seed: int, multi_label: bool) -> tuple[Dataset, Dataset]:
+    """Split train into train/validation keeping label shares (multi-label: by first label)."""
+    idx = np.arange(len(train))
+    strata = _strata(train["labels"], multi_label)
+    counts = Counter(strata)
+    stratify = strata if min(counts.values()) >= 2 else None
+    tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+    return train.select(sorted(tr)), train.select(sorted(va))
+
+
+def _cap(d: Dataset, rows: Optional[int], seed: int) -> Dataset:
+    if rows is None or len(d) <= rows:
+        return d
+    return d.shuffle(seed=seed).select(range(rows))
+
+
+def load_splits(spec: Any, task: Task, seed: int) -> tuple[DatasetDict, list[str]]:
+    """Raw text splits with standard columns (text, [text_pair], labels) and the label names."""
+    if spec.source == "generated":
+        ds = _load_generated(spec, seed)
+    elif spec.source == "local":
+        ds = _load_local(spec)
+    else:
+        ds = _load_hub(spec)
+    if "train" not in ds:
+        raise StudyError("data.splits.train", "no train split", "map data.splits.train to a split of the data set")
+    _check_columns(ds, spec.columns, task)
+    names = _label_names(ds, spec, task)
+    if len(names) < 2:
+        raise StudyError("data.columns.label", f"found {len(names)} label value(s)", "a classifier needs at least 2 labels")
+    ds = _encode_labels(ds, spec, task, names)
+    if "validation" not in ds:
+        ds["train"], ds["validation"] = stratified_split(ds["train"], spec.validation_fraction, seed, task.multi_label)
+    ds["train"] = _cap(ds["train"], spec.max_train_rows, seed)
+    for split in ("validation", "test"):
+        if split in ds:
+            ds[split] = _cap(ds[split], spec.max_eval_rows, seed)
+    return ds, names
+
+
+def tokenize(ds: DatasetDict, tokenizer: Any, max_length: int, task: Task) -> DatasetDict:
+    """Truncate to ``max_length``; no padding here (batches are padded dynamically, 5x faster on short texts)."""
+
+    def encode(batch: dict[str, list]) -> dict[str, Any]:
+        pair = batch["text_pair"] if task.needs_text_pair else None
+        return tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
+
+    return DatasetDict(
+        {
+            split: d.map(encode, batched=True, remove_columns=[c for c in d.column_names if c != "labels"], keep_in_memory=True)
+            for split, d in ds.items()
+        }
+    )
+
+
+def prepare(spec: Any, task: Task, tokenizer: Any, max_length: int, seed: int) -> PreparedData:
+    raw, names = load_splits(spec, task, seed)
+    return PreparedData(splits=tokenize(raw, tokenizer, max_length, task), label_names=names, tokenizer=tokenizer)

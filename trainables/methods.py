@@ -1,0 +1,90 @@
+"""Fine-tuning method registry, peft style: one small builder per method.
+
+Adding DoRA or LoHa is one new ``register(Method(...))`` entry: the search spaces name
+the hyperparameters, the trial looks the method up here, nothing else changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import torch
+from peft import IA3Config, LoraConfig, PeftConfig, TaskType
+
+# Classification heads are freshly initialised: they must stay in full precision
+# (bitsandbytes cannot quantize an uninitialised layer) and stay trainable.
+HEAD_MODULES = ["classifier", "score", "pooler"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    peft_config: Callable[[dict[str, Any]], PeftConfig]
+    # Hyperparameters the method reads beyond the shared ones (for validation and docs).
+    hyperparams: tuple[str, ...] = ()
+    quantization: Optional[Callable[[torch.device], Any]] = None  # -> transformers BitsAndBytesConfig
+
+    @property
+    def quantized(self) -> bool:
+        return self.quantization is not None
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    METHODS[method.name] = method
+    return method
+
+
+def _target_modules(hp: dict[str, Any]) -> Any:
+    preset = hp.get("target_modules", "default")
+    if preset in (None, "default"):
+        return None  # peft picks the architecture's attention projections
+    if isinstance(preset, str) and preset != "all-linear":
+        return [m.strip() for m in preset.split(",") if m.strip()]
+    return preset
+
+
+def lora_alpha(hp: dict[str, Any]) -> int:
+    """alpha from an absolute ``lora_alpha`` or from ``lora_alpha_ratio * lora_r``."""
+    if hp.get("lora_alpha") is not None:
+        return int(hp["lora_alpha"])
+    return int(round(float(hp.get("lora_alpha_ratio", 2)) * int(hp.get("lora_r", 8))))
+
+
+def _lora(hp: dict[str, Any]) -> PeftConfig:
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=int(hp.get("lora_r", 8)),
+        lora_alpha=lora_alpha(hp),
+        lora_dropout=float(hp.get("lora_dropout", 0.0)),
+        target_modules=_target_modules(hp),
+    )
+
+
+def _ia3(hp: dict[str, Any]) -> PeftConfig:
+    # peft's per-architecture defaults pick the key/value (+ feed-forward) modules.
+    return IA3Config(task_type=TaskType.SEQ_CLS)
+
+
+def _nf4(device: torch.device) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+        llm_int8_skip_modules=HEAD_MODULES,
+    )
+
+
+LORA_HPARAMS = ("lora_r", "lora_alpha", "lora_alpha_ratio", "lora_dropout", "target_modules")
+
+register(Method("lora", "low-rank adapters on frozen fp32/bf16 weights", _lora, LORA_HPARAMS))
+register(Method("qlora", "LoRA on a 4-bit nf4 (bitsandbytes) base, k-bit prepared", _lora, LORA_HPARAMS, _nf4))
+register(Method("ia3", "learned rescaling of keys, values and feed-forward activations (no rank)", _ia3))

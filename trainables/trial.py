@@ -1,0 +1,78 @@
+"""One Tune trial = one Ray Train run (``TorchTrainer``) of ``train_worker``.
+
+Ray 2.60 (Train V2) no longer accepts ``Tuner(TorchTrainer)``; the supported shape is a Tune
+function trainable that calls ``TorchTrainer.fit()`` and forwards each ``ray.train.report``
+to Tune with ``TuneReportCallback``. The function itself holds almost no resources (its
+trial reserves a sliver of CPU); the workers ask for the study's CPUs/GPUs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ray import tune
+from ray.train import CheckpointConfig, ControllerError, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from trainables import hparams
+from trainables.loop import train_worker
+
+# The Tune function only waits on its Train controller: it needs no real CPU.
+TRIAL_DRIVER_RESOURCES = {"CPU": 0.01}
+
+
+class TrialStarvedError(RuntimeError):
+    """The trial's workers could not be placed in time (cluster full or too small)."""
+
+
+def scaling(resources: dict[str, Any]) -> ScalingConfig:
+    per_worker = {"CPU": resources["cpus_per_worker"]}
+    if resources["gpus_per_worker"]:
+        per_worker["GPU"] = resources["gpus_per_worker"]
+    return ScalingConfig(
+        num_workers=resources["workers"],
+        use_gpu=bool(resources["gpus_per_worker"]),
+        resources_per_worker=per_worker,
+    )
+
+
+def run_trial(config: dict[str, Any], study: dict[str, Any], data: list[Any]) -> None:
+    """Tune function trainable. ``data`` is ``[ObjectRef]`` to the tokenized splits
+    (wrapped in a list so Ray passes the reference, not a copy, to the workers)."""
+    resources = study["resources"]
+    # Read by the Train controller this trial starts: fail instead of waiting forever
+    # for workers that cannot be placed.
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(resources["start_timeout_s"])
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    ctx = tune.get_context()
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"hparams": hparams.resolve(config), "study": study, "data": data},
+        scaling_config=scaling(resources),
+        run_config=RunConfig(
+            name=f"{ctx.get_experiment_name()}-{ctx.get_trial_id()}",
+            storage_path=study["train_storage"],
+            callbacks=[TuneReportCallback()],
+            # Trial-level retries belong to Tune; a controller that cannot start workers
+            # must give up (the default retries forever).
+            failure_config=FailureConfig(max_failures=0, controller_failure_limit=0),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=1,
+                checkpoint_score_attribute=study["search"]["metric"],
+                checkpoint_score_order=study["search"]["mode"],
+            ),
+        ),
+    )
+    try:
+        trainer.fit()
+    except ControllerError as exc:
+        if "startup timed out" in str(exc) or "WorkerGroupStartupTimeoutError" in repr(exc.__cause__):
+            want = scaling(resources)
+            raise TrialStarvedError(
+                f"trial could not start its {want.num_workers} worker(s) of {want.resources_per_worker} "
+                f"within {resources['start_timeout_s']:.0f}s: the cluster is busy or too small "
+                "(lower resources.* or search.max_concurrent_trials, or add nodes)"
+            ) from None
+        raise
