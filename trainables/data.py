@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import datasets
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 from sklearn.model_selection import train_test_split
@@ -210,5 +211,6 @@ def tokenize(ds: DatasetDict, tokenizer: Any, max_length: int, task: Task) -> Da
 
 
 def prepare(spec: Any, task: Task, tokenizer: Any, max_length: int, seed: int) -> PreparedData:
+    datasets.disable_progress_bars()  # per-split bars drown the one-line errors and Tune's table
     raw, names = load_splits(spec, task, seed)
     return PreparedData(splits=tokenize(raw, tokenizer, max_length, task), label_names=names, tokenizer=tokenizer)

@@ -62,6 +62,8 @@ def build(ref: str, task: Task, label_names: list[str], method: str, hp: dict[st
         "id2label": dict(enumerate(label_names)),
         "label2id": {n: i for i, n in enumerate(label_names)},
         "problem_type": task.problem_type,
+        # A checkpoint that already has a head for other labels gets a fresh one.
+        "ignore_mismatched_sizes": True,
     }
     if spec.quantized:
         kwargs["quantization_config"] = spec.quantization(device)

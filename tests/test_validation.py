@@ -1,0 +1,107 @@
+"""Bad input: one line naming the field and the fix, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sweeps.run import main
+from tests.conftest import base_study, write_study
+
+
+def run_bad(capsys: pytest.CaptureFixture, workdir: Path, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ")
+    # Nothing half-written: no MLflow store, no Ray Tune storage.
+    assert not (workdir / "mlflow.db").exists()
+    assert not (workdir / "ray_results").exists()
+    return err
+
+
+def test_unknown_study_lists_known_ones(capsys, workdir):
+    err = run_bad(capsys, workdir, ["emotion_dmeo"])
+    assert "unknown study 'emotion_dmeo'" in err
+    assert "did you mean 'emotion_demo'" in err and "emotion_gemma" in err
+
+
+def test_yaml_syntax_error_names_the_line(capsys, workdir):
+    path = workdir / "broken.yaml"
+    path.write_text("name: x\nmodel: m\nsearch: {algorithm: grid\n")
+    err = run_bad(capsys, workdir, [str(path)])
+    assert "broken.yaml:" in err and "YAML syntax error" in err
+
+
+def test_unknown_key_suggests_the_near_one(capsys, workdir, minilm_path):
+    study = base_study(minilm_path)
+    study["search"]["num_sample"] = 3
+    err = run_bad(capsys, workdir, [write_study(workdir, study)])
+    assert "search.num_sample: unknown key" in err and "did you mean 'search.num_samples'" in err
+
+
+@pytest.mark.parametrize(
+    ("override", "field", "text"),
+    [
+        ("search_space.overrides.lora_r=[0, 8]", "search_space.overrides.lora_r", "rank"),
+        ("search_space.overrides.learning_rate=[-0.001]", "search_space.overrides.learning_rate", "learning rate must be > 0"),
+        ("search.num_samples=0", "search.num_samples", "--num-samples"),
+        ("search.metric=bleu", "search.metric", "f1_macro"),
+        ("methods=[lora, dora]", "methods[1]", "unknown method 'dora'"),
+        ("training.batch_size=0", "training.batch_size", "positive"),
+    ],
+)
+def test_bad_values(capsys, workdir, minilm_path, override, field, text):
+    err = run_bad(capsys, workdir, [write_study(workdir, base_study(minilm_path)), "--set", override])
+    assert f"error: {field}:" in err and text in err
+
+
+def test_continuous_range_under_grid(capsys, workdir, minilm_path):
+    study = base_study(minilm_path)
+    study["search_space"]["overrides"]["learning_rate"] = {"type": "loguniform", "low": 1e-4, "high": 1e-2}
+    err = run_bad(capsys, workdir, [write_study(workdir, study)])
+    assert "search_space.learning_rate" in err and "continuous" in err and "--search random" in err
+
+
+def test_metric_the_task_does_not_produce(capsys, workdir, minilm_path):
+    # subset_accuracy exists only for multi-label tasks
+    err = run_bad(capsys, workdir, [write_study(workdir, base_study(minilm_path)), "--set", "search.metric=subset_accuracy"])
+    assert "task single_label does not produce 'subset_accuracy'" in err
+
+
+def test_missing_model_path(capsys, workdir, minilm_path):
+    err = run_bad(capsys, workdir, [write_study(workdir, base_study(minilm_path)), "--model", "./no/such/model"])
+    assert "error: model: no model folder" in err
+
+
+def test_missing_column(capsys, workdir, minilm_path):
+    csv = workdir / "train.csv"
+    csv.write_text("sentence,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(40)))
+    study = base_study(minilm_path, data={"source": "local", "files": {"train": str(csv)}, "columns": {"text": "tweet"}})
+    err = run_bad(capsys, workdir, [write_study(workdir, study)])
+    assert "data.columns.text: column 'tweet' is not in the train split" in err and "sentence" in err
+
+
+def test_missing_data_file(capsys, workdir, minilm_path):
+    study = base_study(minilm_path, data={"source": "local", "files": {"train": "nope.csv"}})
+    err = run_bad(capsys, workdir, [write_study(workdir, study)])
+    assert "data.files.train: no such file 'nope.csv'" in err
+
+
+def test_cli_exit_code_is_2_in_a_real_process(workdir):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "sweeps.run", "no_such_study"], capture_output=True, text=True, cwd=workdir)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: study: unknown study 'no_such_study'")
+
+
+@pytest.mark.parametrize("study", ["emotion_demo", "emotion_gemma", "emotion_gemma_grid", "emotion_gemma_random"])
+def test_shipped_studies_validate_offline(capsys, workdir, study):
+    assert main([study, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "dry run: study is valid" in out
+    assert not (workdir / "mlflow.db").exists()
