@@ -10,7 +10,7 @@ from sweeps import tracking
 def describe(study: Study) -> str:
     assert study.space is not None
     s, r, t, d = study.search, study.resources, study.training, study.data
-    trials = trial_count(s.algorithm, study.space, study.methods, s.num_samples)
+    trials = trial_count(s.algorithm, study.space, study.methods, s.num_samples, s.grid_repeats)
     data_from = {"hub": f"hub {d.name}" + (f" ({d.config})" if d.config else ""), "local": f"files {d.files}", "generated": f"generated {d.name} ({d.rows or 'default'} rows)"}[d.source]
     lines = [
         f"study      {study.name}: {study.description}".rstrip(": "),

@@ -17,7 +17,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sweeps.run", description="Run a PEFT hyperparameter sweep (Ray Tune + Optuna, tracked in MLflow).")
     p.add_argument("study", help="study name from sweeps/studies/ or a path to a study YAML")
     p.add_argument("--search", choices=["grid", "random", "optuna"], help="override search.algorithm")
-    p.add_argument("--num-samples", type=int, help="override search.num_samples (grid: repeats of the grid)")
+    p.add_argument("--num-samples", type=int, help="override search.num_samples (random/optuna trials; a grid runs each point)")
     p.add_argument("--model", help="override model (hub id or local folder)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any study key, e.g. --set training.epochs=2 (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="validate the study and print its plan; start nothing")

@@ -2,7 +2,7 @@
 
 Random and TPE both run through Ray's ``OptunaSearch`` with a define-by-run space, which is
 how one space stays conditional (IA3 trials never sample a rank); only the Optuna sampler
-differs. Grid enumerates the space per method and feeds Tune's basic variant generator.
+differs. Grid enumerates the space per method and serves the points as a Tune Searcher.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import optuna
-from ray.tune.search import BasicVariantGenerator, Searcher
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import Param, SearchSpace
@@ -59,7 +59,7 @@ def _optuna(sampler: optuna.samplers.BaseSampler) -> Callable[..., Searcher]:
     return make
 
 
-def tpe(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int) -> Searcher:
+def tpe(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, **_: Any) -> Searcher:
     # Multivariate + group TPE models parameters jointly and handles the conditional
     # branches; a few random start-up trials first, fewer on small budgets.
     sampler = optuna.samplers.TPESampler(
@@ -68,18 +68,46 @@ def tpe(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: in
     return _optuna(sampler)(space, methods, metric, mode)
 
 
-def random(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int) -> Searcher:
+def random(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, **_: Any) -> Searcher:
     return _optuna(optuna.samplers.RandomSampler(seed=seed))(space, methods, metric, mode)
 
 
-def grid(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int) -> Searcher:
-    points = space.grid_points(methods) * num_samples
-    return BasicVariantGenerator(points_to_evaluate=points, random_state=seed)
+class GridSearcher(Searcher):
+    """Hands out a precomputed list of grid points, then reports FINISHED.
+
+    Tune's ``grid_search`` needs one flat product; a method-conditional grid is a union of
+    per-method products, so it is enumerated up front and served as a Tune ``Searcher``
+    (flat configs, and Tune's concurrency limit applies as for any searcher).
+    """
+
+    def __init__(self, points: list[dict[str, Any]], metric: str, mode: str) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self._points = [dict(p) for p in points]
+        self._next = 0
+
+    def suggest(self, trial_id: str) -> Any:
+        if self._next >= len(self._points):
+            return Searcher.FINISHED
+        self._next += 1
+        return dict(self._points[self._next - 1])
+
+    def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False) -> None:
+        pass  # a grid does not learn from results
+
+    def get_state(self) -> dict[str, Any]:
+        return {"points": self._points, "next": self._next}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._points, self._next = state["points"], state["next"]
+
+
+def grid(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, grid_repeats: int = 1) -> Searcher:
+    return GridSearcher(space.grid_points(methods) * grid_repeats, metric=metric, mode=mode)
 
 
 SEARCHERS: dict[str, Callable[..., Searcher]] = {"optuna": tpe, "random": random, "grid": grid}
 
 
-def trial_count(algorithm: str, space: SearchSpace, methods: list[str], num_samples: int) -> int:
-    """How many trials the search will run (grid: every point, num_samples times)."""
-    return space.grid_size(methods) * num_samples if algorithm == "grid" else num_samples
+def trial_count(algorithm: str, space: SearchSpace, methods: list[str], num_samples: int, grid_repeats: int = 1) -> int:
+    """How many trials the search will run (grid: every point, grid_repeats times)."""
+    return space.grid_size(methods) * grid_repeats if algorithm == "grid" else num_samples

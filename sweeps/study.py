@@ -90,7 +90,8 @@ class SpaceRef:
 @dataclasses.dataclass
 class SearchSpec:
     algorithm: Literal["grid", "random", "optuna"] = "optuna"
-    num_samples: int = 8  # trials (grid: repeats of the whole grid)
+    num_samples: int = 8  # trials for random / optuna (a grid runs each of its points)
+    grid_repeats: int = 1  # grid only: run the whole grid this many times (e.g. over seeds)
     max_concurrent_trials: Optional[int] = None  # default: as many as the cluster fits
     metric: str = "f1_macro"
     mode: Literal["max", "min"] = "max"
@@ -99,6 +100,8 @@ class SearchSpec:
     def validate(self, path: str) -> None:
         if self.num_samples < 1:
             raise StudyError(f"{path}.num_samples", f"{self.num_samples} trials", "use --num-samples N with N >= 1")
+        if self.grid_repeats < 1:
+            raise StudyError(f"{path}.grid_repeats", f"{self.grid_repeats}", "use >= 1")
         if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
             raise StudyError(f"{path}.max_concurrent_trials", f"{self.max_concurrent_trials}", "use a value >= 1 or remove it")
 

@@ -60,7 +60,8 @@ def build_tuner(study: Study, data_ref: Any, plan: dict[str, int], max_concurren
     )
     search = study.search
     searcher = SEARCHERS[search.algorithm](
-        study.space, study.methods, metric=search.metric, mode=search.mode, seed=search.seed, num_samples=search.num_samples
+        study.space, study.methods, metric=search.metric, mode=search.mode, seed=search.seed,
+        num_samples=search.num_samples, grid_repeats=search.grid_repeats,
     )
     return tune.Tuner(
         trainable,
@@ -70,7 +71,7 @@ def build_tuner(study: Study, data_ref: Any, plan: dict[str, int], max_concurren
             mode=search.mode,
             search_alg=searcher,
             scheduler=SCHEDULERS[study.scheduler.name](study.scheduler, plan["eval_points"]),
-            num_samples=trial_count(search.algorithm, study.space, study.methods, search.num_samples),
+            num_samples=trial_count(search.algorithm, study.space, study.methods, search.num_samples, search.grid_repeats),
             max_concurrent_trials=max_concurrent,
         ),
         run_config=tune.RunConfig(

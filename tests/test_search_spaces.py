@@ -27,7 +27,7 @@ def test_grid_is_per_method_so_ia3_gets_no_rank():
     ia3 = [p for p in points if p["method"] == "ia3"]
     assert len(lora) == 3 * 2 * 2 and len(ia3) == 1
     assert all("lora_r" not in p for p in ia3)
-    assert trial_count("grid", space, ["lora", "ia3"], 2) == 2 * len(points)
+    assert trial_count("grid", space, ["lora", "ia3"], num_samples=99, grid_repeats=2) == 2 * len(points)
 
 
 def test_grid_rejects_continuous_ranges():

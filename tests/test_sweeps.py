@@ -1,0 +1,127 @@
+"""Real sweeps on a real local Ray cluster, tracked in a real MLflow store.
+
+Covers: every search kind on the demo study, every method, the MLflow run tree, ASHA with
+more trials than slots (no hang, early-stopped trials free their CPUs), and a starved trial
+failing with a clear error instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sweeps.run import main
+from tests.conftest import base_study, mlflow_runs, write_study
+
+pytestmark = pytest.mark.ray
+
+SMALL = ["--set", "data.rows=120", "--set", "training.epochs=1", "--set", "training.batch_size=16", "--set", "search.max_concurrent_trials=2"]
+
+
+def children_of(runs, parent_id):
+    return [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+
+
+def wait_all_cpus_free(ray, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if ray.available_resources().get("CPU", 0) >= ray.cluster_resources()["CPU"] - 1e-6:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_demo_grid_runs_every_method_and_builds_the_run_tree(ray_cluster, workdir, capsys):
+    fixed = ["--set", "search_space.overrides={lora_r: [4], lora_alpha_ratio: 2, lora_dropout: 0.0, learning_rate: [0.005], warmup_ratio: 0.0, lr_scheduler: linear}"]
+    assert main(["emotion_demo", "--search", "grid", *SMALL, *fixed]) == 0
+    client, runs = mlflow_runs(workdir, "emotion_demo")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    kids = children_of(runs, parent.info.run_id)
+    assert sorted(r.data.tags["method"] for r in kids) == ["ia3", "lora", "qlora"]
+    for run in kids:
+        assert run.info.status == "FINISHED" and run.data.tags["status"] == "completed"
+        params = run.data.params
+        assert params["study.model"] == "packaged:all-minilm-l6-v2" and params["learning_rate"] == "0.005"
+        if run.data.tags["method"] == "ia3":
+            assert "lora_r" not in params
+        else:
+            assert params["lora_r"] == "4"
+        history = client.get_metric_history(run.info.run_id, "f1_macro")
+        assert len(history) == 2 and [m.step for m in history] == sorted(m.step for m in history)
+        for key in ("accuracy", "precision_macro", "recall_macro", "f1_micro", "eval_loss", "trainable_params", "total_params", "peak_memory_mb", "train_time_s", "examples_per_s"):
+            assert key in run.data.metrics, key
+        assert run.data.metrics["trainable_params"] < run.data.metrics["total_params"] / 50
+    assert parent.data.metrics["trials_completed"] == 3
+    assert "best.method" in parent.data.params and parent.data.metrics["best_f1_macro"] == max(r.data.metrics["f1_macro"] for r in kids)
+
+
+@pytest.mark.parametrize("search", ["random", "optuna"])
+def test_demo_runs_with_random_and_optuna(ray_cluster, workdir, capsys, search):
+    assert main(["emotion_demo", "--search", search, "--num-samples", "2", *SMALL]) == 0
+    _, runs = mlflow_runs(workdir, "emotion_demo")
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.data.tags["search"] == search
+    kids = children_of(runs, parent.info.run_id)
+    assert len(kids) == 2
+    for run in kids:
+        assert 1e-3 <= float(run.data.params["learning_rate"]) <= 1e-2  # sampled from small_encoder's range
+    out = capsys.readouterr().out
+    assert "best f1_macro" in out
+
+
+def test_asha_with_more_trials_than_slots_finishes_and_frees_cpus(ray_cluster, workdir, tiny_llama):
+    # One slot (each trial's worker takes both CPUs), four trials: a good learning rate first,
+    # then three that cannot learn. ASHA must stop those at the first rung; if a stopped
+    # trial kept its CPUs, the next one could not start and would fail after 40 s.
+    study = base_study(
+        tiny_llama,
+        search={"algorithm": "grid", "num_samples": 1, "metric": "f1_macro", "mode": "max"},
+        scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2},
+        training={"epochs": 1, "batch_size": 8, "max_length": 24, "evals_per_epoch": 4},
+        resources={"workers": 1, "cpus_per_worker": 2, "start_timeout_s": 40},
+    )
+    study["data"]["rows"] = 200
+    study["search_space"]["overrides"]["learning_rate"] = [0.02, 1e-9, 2e-9, 3e-9]
+    assert main([write_study(workdir, study)]) == 0
+    _, runs = mlflow_runs(workdir, "unit")
+    kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    statuses = sorted(r.data.tags["status"] for r in kids)
+    assert len(kids) == 4 and "failed" not in statuses, statuses
+    assert statuses.count("early_stopped") >= 2, statuses
+    assert wait_all_cpus_free(ray_cluster), ray_cluster.available_resources()
+
+
+def test_starved_trial_fails_with_a_clear_error(ray_cluster, workdir, tiny_llama, capsys):
+    @ray_cluster.remote(num_cpus=2)
+    class Hog:
+        def ping(self):
+            return True
+
+    hog = Hog.remote()
+    ray_cluster.get(hog.ping.remote())  # the whole cluster is now taken
+    try:
+        study = base_study(tiny_llama, resources={"workers": 1, "cpus_per_worker": 1, "start_timeout_s": 5})
+        started = time.time()
+        assert main([write_study(workdir, study)]) == 1
+        assert time.time() - started < 120
+    finally:
+        ray_cluster.kill(hog)
+    err = capsys.readouterr().err
+    assert "every trial failed" in err and "could not start its 1 worker(s)" in err
+    _, runs = mlflow_runs(workdir, "unit")
+    kid = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
+    assert kid.info.status == "FAILED" and kid.data.tags["status"] == "failed"
+    assert "could not start" in kid.data.tags["error"]
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.info.status == "FAILED"
+
+
+def test_trial_that_can_never_fit_is_rejected_before_anything_is_written(ray_cluster, workdir, tiny_llama, capsys):
+    study = base_study(tiny_llama, resources={"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 1})
+    assert main([write_study(workdir, study)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: resources: one trial needs") and "GPU 0" in err
+    assert not (workdir / "mlflow.db").exists() and not (workdir / "ray_results").exists()
