@@ -14,6 +14,7 @@ from typing import Any, Optional
 import ray
 
 from sweeps.errors import StudyError
+from trainables.trial import TRIAL_DRIVER_RESOURCES
 
 
 def connect(address: Optional[str], local: bool) -> bool:
@@ -33,7 +34,8 @@ def trial_slots(resources: Any, nodes: Optional[list[dict[str, Any]]] = None) ->
     worker_slots = 0
     for node in nodes:
         have = node.get("Resources", {})
-        fits = math.floor(have.get("CPU", 0) / resources.cpus_per_worker + 1e-9)
+        # each trial's Tune function also holds TRIAL_DRIVER_RESOURCES' CPU sliver
+        fits = math.floor(have.get("CPU", 0) / (resources.cpus_per_worker + TRIAL_DRIVER_RESOURCES["CPU"]) + 1e-9)
         if resources.gpus_per_worker:
             fits = min(fits, math.floor(have.get("GPU", 0) / resources.gpus_per_worker + 1e-9))
         worker_slots += fits

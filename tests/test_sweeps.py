@@ -73,7 +73,7 @@ def test_demo_runs_with_random_and_optuna(ray_cluster, workdir, capsys, search):
 
 
 def test_asha_with_more_trials_than_slots_finishes_and_frees_cpus(ray_cluster, workdir, tiny_llama):
-    # One slot (each trial's worker takes both CPUs), four trials: a good learning rate first,
+    # One slot (each trial's worker takes 1.5 of the 2 CPUs), four trials: a good learning rate first,
     # then three that cannot learn. ASHA must stop those at the first rung; if a stopped
     # trial kept its CPUs, the next one could not start and would fail after 40 s.
     study = base_study(
@@ -81,7 +81,7 @@ def test_asha_with_more_trials_than_slots_finishes_and_frees_cpus(ray_cluster, w
         search={"algorithm": "grid", "num_samples": 1, "metric": "f1_macro", "mode": "max"},
         scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2},
         training={"epochs": 1, "batch_size": 8, "max_length": 24, "evals_per_epoch": 4},
-        resources={"workers": 1, "cpus_per_worker": 2, "start_timeout_s": 40},
+        resources={"workers": 1, "cpus_per_worker": 1.5, "start_timeout_s": 40},
     )
     study["data"]["rows"] = 200
     study["search_space"]["overrides"]["learning_rate"] = [0.02, 1e-9, 2e-9, 3e-9]

@@ -19,7 +19,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from trainables import hparams
 from trainables.loop import train_worker
 
-# The Tune function only waits on its Train controller: it needs no real CPU.
+# The Tune function only waits on its Train controller: a sliver of CPU (Tune refuses 0).
 TRIAL_DRIVER_RESOURCES = {"CPU": 0.01}
 
 
