@@ -92,7 +92,7 @@ class GridSearcher(Searcher):
         return dict(self._points[self._next - 1])
 
     def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False) -> None:
-        pass  # a grid does not learn from results
+        """Required by Tune's Searcher interface; a grid does not learn from results."""
 
     def get_state(self) -> dict[str, Any]:
         return {"points": self._points, "next": self._next}
