@@ -20,3 +20,10 @@ class StudyError(ValueError):
         if self.fix:
             text += f" (fix: {self.fix})"
         return " ".join(text.split())
+
+
+class SweepError(RuntimeError):
+    """The sweep started but cannot go on (for example no trial can get resources).
+
+    The CLI prints it as one line and exits 1; the MLflow parent run ends FAILED with it.
+    """

@@ -1,6 +1,7 @@
 """CLI: ``python -m sweeps.run STUDY`` runs a named study (or a YAML path) as a Ray Tune sweep.
 
-Exit codes: 0 done, 1 the sweep ran but every trial failed, 2 bad input (nothing written).
+Exit codes: 0 done, 1 the sweep started but every trial failed (or none could get resources),
+2 bad input (nothing written).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 import sys
 from typing import Optional
 
-from sweeps.errors import StudyError
+from sweeps.errors import StudyError, SweepError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,6 +57,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except StudyError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return 2
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     c = outcome.counts
     print(f"\nstudy {study.name}: {c['trials']} trials ({c['completed']} completed, {c['early_stopped']} stopped early, {c['failed']} failed)")
     print(f"MLflow parent run {outcome.parent_run_id} in experiment {study.experiment!r}")

@@ -17,6 +17,7 @@ import ray
 from ray import tune
 
 from sweeps import cluster, tracking
+from sweeps.starvation import StarvationGuard
 from sweeps.schedulers import SCHEDULERS
 from sweeps.schema import to_dict
 from sweeps.searchers import SEARCHERS, trial_count
@@ -137,7 +138,8 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], 
     with tracking.study_run(uri, study.experiment, run_name, params, {**tags, "mlflow.note.content": study.description}) as parent:
         parent_id = parent.info.run_id
         logger = tracking.TrialRunLogger(uri, study.experiment, parent_id, settings, {"model": study.model, "study": study.name})
-        tuner = build_tuner(study, data_ref, plan, max_concurrent, run_name, [logger])
+        guard = StarvationGuard(study.resources.start_timeout_s)
+        tuner = build_tuner(study, data_ref, plan, max_concurrent, run_name, [logger, guard])
         results = tuner.fit()
         best = _best(results, study.search.metric, study.search.mode)
         counts = {"trials": len(results), "failed": sum(r.error is not None for r in results)}

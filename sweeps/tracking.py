@@ -109,7 +109,8 @@ def study_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], 
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")
         raise
-    except BaseException:
+    except BaseException as exc:
+        mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
         mlflow.end_run("FAILED")
         raise
     else:

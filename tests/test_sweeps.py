@@ -73,42 +73,55 @@ def test_demo_runs_with_random_and_optuna(ray_cluster, workdir, capsys, search):
 
 
 def test_asha_with_more_trials_than_slots_finishes_and_frees_cpus(ray_cluster, workdir, tiny_llama):
-    # One slot (each trial's worker takes 1.5 of the 2 CPUs), four trials: a good learning rate first,
-    # then three that cannot learn. ASHA must stop those at the first rung; if a stopped
-    # trial kept its CPUs, the next one could not start and would fail after 40 s.
+    # One slot (each trial's worker takes 1.5 of the 2 CPUs), four trials: a learning rate that
+    # learns first, then three that cannot move the model (eval_loss stays at its initial value).
+    # ASHA must stop those at the first rung; if a stopped trial kept its CPUs, the next one
+    # could not start and would fail after 40 s. eval_loss is continuous, so no ties at a rung.
     study = base_study(
         tiny_llama,
-        search={"algorithm": "grid", "num_samples": 1, "metric": "f1_macro", "mode": "max"},
+        search={"algorithm": "grid", "num_samples": 1, "metric": "eval_loss", "mode": "min"},
         scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2},
         training={"epochs": 1, "batch_size": 8, "max_length": 24, "evals_per_epoch": 4},
         resources={"workers": 1, "cpus_per_worker": 1.5, "start_timeout_s": 40},
     )
     study["data"]["rows"] = 200
-    study["search_space"]["overrides"]["learning_rate"] = [0.02, 1e-9, 2e-9, 3e-9]
+    study["search_space"]["overrides"]["learning_rate"] = [0.01, 1e-9, 2e-9, 3e-9]
     assert main([write_study(workdir, study)]) == 0
-    _, runs = mlflow_runs(workdir, "unit")
+    client, runs = mlflow_runs(workdir, "unit")
     kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    statuses = sorted(r.data.tags["status"] for r in kids)
-    assert len(kids) == 4 and "failed" not in statuses, statuses
-    assert statuses.count("early_stopped") >= 2, statuses
+    by_lr = {float(r.data.params["learning_rate"]): r for r in kids}
+    assert len(kids) == 4 and by_lr[0.01].data.tags["status"] == "completed", [r.data.tags for r in kids]
+    stopped = [r for r in kids if r.data.tags["status"] == "early_stopped"]
+    assert len(stopped) >= 2, sorted(r.data.tags["status"] for r in kids)
+    for run in stopped:  # stopped at a rung: fewer eval points than the 4 planned
+        assert len(client.get_metric_history(run.info.run_id, "eval_loss")) < 4
     assert wait_all_cpus_free(ray_cluster), ray_cluster.available_resources()
 
 
-def test_starved_trial_fails_with_a_clear_error(ray_cluster, workdir, tiny_llama, capsys):
-    @ray_cluster.remote(num_cpus=2)
-    class Hog:
-        def ping(self):
-            return True
+@pytest.fixture
+def hog(ray_cluster):
+    """Reserve ``cpus`` of the cluster's 2 CPUs (a placement group), as another job would."""
+    from ray.util.placement_group import placement_group, remove_placement_group
 
-    hog = Hog.remote()
-    ray_cluster.get(hog.ping.remote())  # the whole cluster is now taken
-    try:
-        study = base_study(tiny_llama, resources={"workers": 1, "cpus_per_worker": 1, "start_timeout_s": 5})
-        started = time.time()
-        assert main([write_study(workdir, study)]) == 1
-        assert time.time() - started < 120
-    finally:
-        ray_cluster.kill(hog)
+    groups = []
+
+    def take(cpus: float):
+        group = placement_group([{"CPU": cpus}])
+        ray_cluster.get(group.ready(), timeout=30)
+        groups.append(group)
+
+    yield take
+    for group in groups:
+        remove_placement_group(group)
+    assert wait_all_cpus_free(ray_cluster)
+
+
+def test_trial_whose_workers_cannot_be_placed_fails_with_a_clear_error(ray_cluster, workdir, tiny_llama, hog, capsys):
+    hog(1.5)  # the trial's driver (0.01 CPU) starts; its 1-CPU Train worker never can
+    study = base_study(tiny_llama, resources={"workers": 1, "cpus_per_worker": 1, "start_timeout_s": 5})
+    started = time.time()
+    assert main([write_study(workdir, study)]) == 1
+    assert time.time() - started < 120
     err = capsys.readouterr().err
     assert "every trial failed" in err and "could not start its 1 worker(s)" in err
     _, runs = mlflow_runs(workdir, "unit")
@@ -117,6 +130,19 @@ def test_starved_trial_fails_with_a_clear_error(ray_cluster, workdir, tiny_llama
     assert "could not start" in kid.data.tags["error"]
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert parent.info.status == "FAILED"
+
+
+def test_study_whose_trials_cannot_start_at_all_fails_with_a_clear_error(ray_cluster, workdir, tiny_llama, hog, capsys):
+    hog(2)  # the whole cluster is taken: Tune cannot even start a trial
+    study = base_study(tiny_llama, resources={"workers": 1, "cpus_per_worker": 1, "start_timeout_s": 5})
+    started = time.time()
+    assert main([write_study(workdir, study)]) == 1
+    assert time.time() - started < 120
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: no trial could start within 5s") and "available now: {'CPU': 0.0}" in last, last
+    _, runs = mlflow_runs(workdir, "unit")
+    assert len(runs) == 1  # the parent only: no trial ever ran
+    assert runs[0].info.status == "FAILED" and "no trial could start" in runs[0].data.tags["error"]
 
 
 def test_trial_that_can_never_fit_is_rejected_before_anything_is_written(ray_cluster, workdir, tiny_llama, capsys):
