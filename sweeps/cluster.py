@@ -34,12 +34,14 @@ def trial_slots(resources: Any, nodes: Optional[list[dict[str, Any]]] = None) ->
     worker_slots = 0
     for node in nodes:
         have = node.get("Resources", {})
-        # each trial's Tune function also holds TRIAL_DRIVER_RESOURCES' CPU sliver
-        fits = math.floor(have.get("CPU", 0) / (resources.cpus_per_worker + TRIAL_DRIVER_RESOURCES["CPU"]) + 1e-9)
+        fits = math.floor(have.get("CPU", 0) / resources.cpus_per_worker + 1e-9)
         if resources.gpus_per_worker:
             fits = min(fits, math.floor(have.get("GPU", 0) / resources.gpus_per_worker + 1e-9))
         worker_slots += fits
-    return worker_slots // resources.workers
+    # each running trial's Tune function holds TRIAL_DRIVER_RESOURCES (memory) somewhere too
+    memory = sum(n.get("Resources", {}).get("memory", 0) for n in nodes)
+    drivers = math.floor(memory / TRIAL_DRIVER_RESOURCES["memory"]) if memory else worker_slots
+    return min(worker_slots // resources.workers, drivers)
 
 
 def concurrency(resources: Any, requested: Optional[int]) -> int:

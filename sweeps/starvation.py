@@ -21,6 +21,11 @@ from ray.tune.experiment import Trial
 from sweeps.errors import SweepError
 
 
+def describe(resources: dict[str, float]) -> str:
+    """{'memory': 536870912, 'CPU': 1} -> 'memory 512 MiB, CPU 1'."""
+    return ", ".join(f"{k} {v / 2**20:.0f} MiB" if k == "memory" else f"{k} {v:g}" for k, v in resources.items())
+
+
 def fits(request: dict[str, float], available: dict[str, float]) -> bool:
     return all(available.get(k, 0.0) + 1e-9 >= v for k, v in request.items() if v)
 
@@ -51,9 +56,9 @@ class StarvationGuard(tune.Callback):
         if self._idle_since is None:
             self._idle_since = now
         elif now - self._idle_since > self.timeout_s:
-            shown = {k: round(free.get(k, 0.0), 2) for k in request}
+            shown = {k: free.get(k, 0.0) for k in request}
             raise SweepError(
                 f"no trial could start within {self.timeout_s:.0f}s: {len(waiting)} trial(s) are waiting for "
-                f"{request} but the cluster does not free it (available now: {shown}); "
+                f"{describe(request)} but the cluster does not free it (available now: {describe(shown)}); "
                 "free the cluster, lower resources.*, or raise resources.start_timeout_s"
             )

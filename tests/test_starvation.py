@@ -33,7 +33,7 @@ def test_waiting_with_nothing_running_past_the_timeout_raises():
     clock.now = 10
     guard.on_step_end(1, trials(Trial.PENDING, Trial.PENDING))  # exactly the timeout: still waits
     clock.now = 10.5
-    with pytest.raises(SweepError, match=r"no trial could start within 10s: 2 trial\(s\) are waiting for \{'CPU': 0.01\} but the cluster does not free it \(available now: \{'CPU': 0.0\}\)"):
+    with pytest.raises(SweepError, match=r"no trial could start within 10s: 2 trial\(s\) are waiting for CPU 0.01 but the cluster does not free it \(available now: CPU 0\)"):
         guard.on_step_end(2, trials(Trial.PENDING, Trial.PENDING))
 
 
@@ -69,3 +69,9 @@ def test_a_waiting_trial_whose_request_fits_is_starting_not_starved():
     clock.now = 41
     with pytest.raises(SweepError):
         guard.on_step_end(5, trials(Trial.PENDING))
+
+
+def test_resources_are_described_for_people():
+    from sweeps.starvation import describe
+
+    assert describe({"memory": 512 * 2**20, "CPU": 1.5, "GPU": 0.25}) == "memory 512 MiB, CPU 1.5, GPU 0.25"

@@ -100,13 +100,13 @@ def test_asha_with_more_trials_than_slots_finishes_and_frees_cpus(ray_cluster, w
 
 @pytest.fixture
 def hog(ray_cluster):
-    """Reserve ``cpus`` of the cluster's 2 CPUs (a placement group), as another job would."""
+    """Reserve part of the cluster (a placement group), as another job would."""
     from ray.util.placement_group import placement_group, remove_placement_group
 
     groups = []
 
-    def take(cpus: float):
-        group = placement_group([{"CPU": cpus}])
+    def take(resources: dict[str, float]):
+        group = placement_group([resources])
         ray_cluster.get(group.ready(), timeout=30)
         groups.append(group)
 
@@ -117,7 +117,7 @@ def hog(ray_cluster):
 
 
 def test_trial_whose_workers_cannot_be_placed_fails_with_a_clear_error(ray_cluster, workdir, tiny_llama, hog, capsys):
-    hog(1.5)  # the trial's driver (0.01 CPU) starts; its 1-CPU Train worker never can
+    hog({"CPU": 2})  # the trial's driver (memory only) starts; its 1-CPU Train worker never can
     study = base_study(tiny_llama, resources={"workers": 1, "cpus_per_worker": 1, "start_timeout_s": 5})
     started = time.time()
     assert main([write_study(workdir, study)]) == 1
@@ -133,13 +133,14 @@ def test_trial_whose_workers_cannot_be_placed_fails_with_a_clear_error(ray_clust
 
 
 def test_study_whose_trials_cannot_start_at_all_fails_with_a_clear_error(ray_cluster, workdir, tiny_llama, hog, capsys):
-    hog(2)  # the whole cluster is taken: Tune cannot even start a trial
+    # Another job holds (almost) all the cluster's memory: Tune cannot even start a trial's driver.
+    hog({"memory": ray_cluster.available_resources()["memory"] - 2**20})
     study = base_study(tiny_llama, resources={"workers": 1, "cpus_per_worker": 1, "start_timeout_s": 5})
     started = time.time()
     assert main([write_study(workdir, study)]) == 1
     assert time.time() - started < 120
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("error: no trial could start within 5s") and "available now: {'CPU': 0.0}" in last, last
+    assert last.startswith("error: no trial could start within 5s") and "waiting for memory 512 MiB" in last, last
     _, runs = mlflow_runs(workdir, "unit")
     assert len(runs) == 1  # the parent only: no trial ever ran
     assert runs[0].info.status == "FAILED" and "no trial could start" in runs[0].data.tags["error"]

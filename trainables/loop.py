@@ -106,7 +106,7 @@ def train_worker(cfg: dict[str, Any]) -> None:
             loss.backward()
             micro += 1
             seen += len(batch["labels"])
-            loss_sum += float(loss) * training["grad_accum"]
+            loss_sum += float(loss.detach()) * training["grad_accum"]
             loss_n += 1
             if micro % training["grad_accum"] == 0:
                 torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -2,8 +2,8 @@
 
 Ray 2.60 (Train V2) no longer accepts ``Tuner(TorchTrainer)``; the supported shape is a Tune
 function trainable that calls ``TorchTrainer.fit()`` and forwards each ``ray.train.report``
-to Tune with ``TuneReportCallback``. The function itself holds almost no resources (its
-trial reserves a sliver of CPU); the workers ask for the study's CPUs/GPUs.
+to Tune with ``TuneReportCallback``. The function only waits on its Train controller, so it
+reserves memory and no CPU; the workers ask for the study's CPUs/GPUs.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from trainables import hparams
 from trainables.loop import train_worker
 
-# The Tune function only waits on its Train controller: a sliver of CPU (Tune refuses 0).
-TRIAL_DRIVER_RESOURCES = {"CPU": 0.01}
+# What one trial's Tune function (the Train driver) reserves. Tune refuses an all-zero request,
+# and any CPU share, even 0.01, would stop two 1-CPU trials from sharing a 2-CPU node
+# (2 x 1.01 > 2). Memory is what the driver really uses (~0.5 GB: Python, torch, Ray).
+TRIAL_DRIVER_RESOURCES = {"memory": 512 * 2**20}
 
 
 class TrialStarvedError(RuntimeError):

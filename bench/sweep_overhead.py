@@ -1,0 +1,140 @@
+"""Benchmark: what running trials through the sweep costs on top of plain training.
+
+The same fixed configs (``bench/emotion_bench.yaml``: LoRA, QLoRA, IA3 on 800 real emotion
+tweets) are trained three ways in one run:
+
+- ``plain``:   one Python process, a plain PyTorch + peft loop per config, one after another
+               (no Ray, no Tune, no MLflow), one CPU thread each, like a 1-CPU trial;
+- ``sweep x1``: ``sweeps.sweep.run_study`` (local Ray start, Tune, Train V2 workers, MLflow),
+               one trial at a time: the same serial schedule, so the ratio is pure overhead;
+- ``sweep x2``: two trials at a time on the 2 CPUs: what packing trials buys back.
+
+Prints wall times, ratios against ``plain``, per-trial overhead and each config's validation
+macro F1 (the sweep must train the same model to the same quality). Run from the repo root:
+
+    .venv/bin/python bench/sweep_overhead.py [--concurrency 1 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding, get_scheduler, set_seed
+
+from sweeps.schema import to_dict
+from sweeps.study import Study, load_study
+from trainables import data as data_mod
+from trainables import hparams
+from trainables.loop import evaluate, schedule
+from trainables.model import build, load_tokenizer
+from trainables.tasks import TASKS
+
+STUDY = Path(__file__).with_name("emotion_bench.yaml")
+
+
+def plain_run(study: Study, prepared: data_mod.PreparedData, config: dict[str, Any]) -> dict[str, float]:
+    """Train one config the way a notebook would: build, loop, evaluate once at the end."""
+    started = time.perf_counter()
+    training, task = study.training, TASKS[study.task]
+    torch.set_num_threads(int(study.resources.cpus_per_worker))
+    set_seed(training.seed)
+    hp = hparams.resolve(config)
+    device = torch.device("cpu")
+    model = build(study.model, task, prepared.label_names, hp["method"], hp, device, prepared.tokenizer.pad_token_id)
+    collate = DataCollatorWithPadding(prepared.tokenizer)
+    loader = DataLoader(prepared.splits["train"], batch_size=training.batch_size, shuffle=True, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(training.seed))
+    total = schedule(len(prepared.splits["train"]), to_dict(training), 1)["total_steps"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=hp["learning_rate"], weight_decay=hp["weight_decay"])
+    lr_schedule = get_scheduler(hp["lr_scheduler"], optimizer, num_warmup_steps=int(hp["warmup_ratio"] * total), num_training_steps=total)
+    step = 0
+    model.train()
+    while step < total:
+        for batch in loader:
+            model(**batch).loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            lr_schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if step >= total:
+                break
+    eval_bs = training.eval_batch_size or 2 * training.batch_size
+    val = DataLoader(prepared.splits["validation"], batch_size=eval_bs, collate_fn=collate)
+    metrics = evaluate(model, val, device, TASKS[study.task].multi_label)
+    return {"f1_macro": metrics["f1_macro"], "seconds": time.perf_counter() - started}
+
+
+def plain(study: Study) -> dict[str, Any]:
+    started = time.perf_counter()
+    tokenizer = load_tokenizer(study.model)
+    prepared = data_mod.prepare(study.data, TASKS[study.task], tokenizer, study.training.max_length, study.training.seed)
+    assert study.space is not None
+    trials = {cfg["method"]: plain_run(study, prepared, cfg) for cfg in study.space.grid_points(study.methods)}
+    return {"seconds": time.perf_counter() - started, "trials": trials}
+
+
+def sweep(concurrency: int, workdir: Path) -> dict[str, Any]:
+    from sweeps.sweep import run_study
+
+    out = workdir / f"x{concurrency}"
+    study = load_study(str(STUDY), [
+        f"search.max_concurrent_trials={concurrency}",
+        f"storage_path={out / 'ray_results'}",
+        f"tracking.tracking_uri=sqlite:///{out / 'mlflow.db'}",
+    ])
+    out.mkdir(parents=True)
+    started = time.perf_counter()
+    outcome = run_study(study, local=True)
+    seconds = time.perf_counter() - started
+    trials = {}
+    for r in outcome.results:
+        if r.error is not None:
+            raise SystemExit(f"bench: a sweep trial failed: {r.error}")
+        trials[r.config["method"]] = {"f1_macro": float(r.metrics["f1_macro"]), "seconds": float(r.metrics["time_total_s"])}
+    return {"seconds": seconds, "trials": trials}
+
+
+def report(results: dict[str, Any]) -> str:
+    base = results["plain"]["seconds"]
+    n = len(results["plain"]["trials"])
+    lines = ["| run | wall s | ratio vs plain | overhead per trial s |", "|---|---|---|---|"]
+    for name, res in results.items():
+        extra = "" if name == "plain" else f"{(res['seconds'] - base) / n:+.1f}"
+        lines.append(f"| {name} | {res['seconds']:.1f} | {res['seconds'] / base:.2f} | {extra} |")
+    lines += ["", "| config | " + " | ".join(f"{k} F1 macro" for k in results) + " |", "|---" * (len(results) + 1) + "|"]
+    for method in results["plain"]["trials"]:
+        lines.append(f"| {method} | " + " | ".join(f"{res['trials'][method]['f1_macro']:.3f}" for res in results.values()) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2], help="sweep runs to time (trials at once)")
+    p.add_argument("--json", help="also write the raw numbers here")
+    args = p.parse_args()
+    study = load_study(str(STUDY))
+    results: dict[str, Any] = {"plain": plain(study)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for c in args.concurrency:
+            results[f"sweep x{c}"] = sweep(c, Path(tmp))
+    text = report(results)
+    print(f"\n{platform.node()}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads available\n{text}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
