@@ -4,7 +4,8 @@ The same fixed configs (``bench/emotion_bench.yaml``: LoRA, QLoRA, IA3 on 800 re
 tweets) are trained three ways in one run:
 
 - ``plain``:   one Python process, a plain PyTorch + peft loop per config, one after another
-               (no Ray, no Tune, no MLflow), one CPU thread each, like a 1-CPU trial;
+               (no Ray, no Tune, no MLflow), one CPU thread each, like a 1-CPU trial,
+               evaluating at the same steps as a trial;
 - ``sweep x1``: ``sweeps.sweep.run_study`` (local Ray start, Tune, Train V2 workers, MLflow),
                one trial at a time: the same serial schedule, so the ratio is pure overhead;
 - ``sweep x2``: two trials at a time on the 2 CPUs: what packing trials buys back.
@@ -42,7 +43,8 @@ STUDY = Path(__file__).with_name("emotion_bench.yaml")
 
 
 def plain_run(study: Study, prepared: data_mod.PreparedData, config: dict[str, Any]) -> dict[str, float]:
-    """Train one config the way a notebook would: build, loop, evaluate once at the end."""
+    """Train one config the way a careful notebook would: build, loop, evaluate at the same
+    points as a trial (so the sweep's extra cost is Ray/Tune/MLflow, not extra evaluation)."""
     started = time.perf_counter()
     training, task = study.training, TASKS[study.task]
     torch.set_num_threads(int(study.resources.cpus_per_worker))
@@ -53,11 +55,14 @@ def plain_run(study: Study, prepared: data_mod.PreparedData, config: dict[str, A
     collate = DataCollatorWithPadding(prepared.tokenizer)
     loader = DataLoader(prepared.splits["train"], batch_size=training.batch_size, shuffle=True, collate_fn=collate,
                         generator=torch.Generator().manual_seed(training.seed))
-    total = schedule(len(prepared.splits["train"]), to_dict(training), 1)["total_steps"]
+    eval_bs = training.eval_batch_size or 2 * training.batch_size
+    val = DataLoader(prepared.splits["validation"], batch_size=eval_bs, collate_fn=collate, generator=torch.Generator())
+    plan = schedule(len(prepared.splits["train"]), to_dict(training), 1)
+    total, every = plan["total_steps"], plan["eval_every"]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp["learning_rate"], weight_decay=hp["weight_decay"])
     lr_schedule = get_scheduler(hp["lr_scheduler"], optimizer, num_warmup_steps=int(hp["warmup_ratio"] * total), num_training_steps=total)
-    step = 0
+    step, metrics = 0, {}
     model.train()
     while step < total:
         for batch in loader:
@@ -67,11 +72,10 @@ def plain_run(study: Study, prepared: data_mod.PreparedData, config: dict[str, A
             lr_schedule.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            if step % every == 0 or step == total:
+                metrics = evaluate(model, val, device, task.multi_label)
             if step >= total:
                 break
-    eval_bs = training.eval_batch_size or 2 * training.batch_size
-    val = DataLoader(prepared.splits["validation"], batch_size=eval_bs, collate_fn=collate)
-    metrics = evaluate(model, val, device, TASKS[study.task].multi_label)
     return {"f1_macro": metrics["f1_macro"], "seconds": time.perf_counter() - started}
 
 

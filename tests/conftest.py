@@ -80,10 +80,48 @@ def write_study(folder: Path, study: dict[str, Any], name: str = "study.yaml") -
     return str(path)
 
 
-def mlflow_runs(tracking_dir: Path, experiment: str):
+@pytest.fixture
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real MLflow tracking server (``mlflow server``) on a free local port; yields its URI."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mlflow_cli = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+    proc = subprocess.Popen(
+        [mlflow_cli, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"),
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def mlflow_runs(tracking_dir: Path | str, experiment: str):
+    """All runs of ``experiment`` in the store under ``tracking_dir`` (or at a server URI)."""
     import mlflow
 
-    client = mlflow.tracking.MlflowClient(f"sqlite:///{tracking_dir / 'mlflow.db'}")
+    uri = tracking_dir if isinstance(tracking_dir, str) else f"sqlite:///{tracking_dir / 'mlflow.db'}"
+    client = mlflow.tracking.MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, f"no MLflow experiment {experiment!r}"
     return client, client.search_runs([exp.experiment_id], max_results=1000)

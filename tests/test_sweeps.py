@@ -58,18 +58,27 @@ def test_demo_grid_runs_every_method_and_builds_the_run_tree(ray_cluster, workdi
     assert "best.method" in parent.data.params and parent.data.metrics["best_f1_macro"] == max(r.data.metrics["f1_macro"] for r in kids)
 
 
-@pytest.mark.parametrize("search", ["random", "optuna"])
-def test_demo_runs_with_random_and_optuna(ray_cluster, workdir, capsys, search):
-    assert main(["emotion_demo", "--search", search, "--num-samples", "2", *SMALL]) == 0
-    _, runs = mlflow_runs(workdir, "emotion_demo")
+def test_demo_runs_with_random_search(ray_cluster, workdir, capsys):
+    assert main(["emotion_demo", "--search", "random", "--num-samples", "2", *SMALL]) == 0
+    check_sampled_sweep(mlflow_runs(workdir, "emotion_demo")[1], "random", capsys)
+
+
+def test_demo_runs_with_optuna_tracked_on_a_real_mlflow_server(ray_cluster, workdir, capsys, mlflow_server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    assert main(["emotion_demo", "--search", "optuna", "--num-samples", "2", *SMALL]) == 0
+    assert not (workdir / "mlflow.db").exists()  # everything went to the server
+    check_sampled_sweep(mlflow_runs(mlflow_server, "emotion_demo")[1], "optuna", capsys)
+
+
+def check_sampled_sweep(runs, search: str, capsys) -> None:
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-    assert parent.data.tags["search"] == search
+    assert parent.data.tags["search"] == search and parent.info.status == "FINISHED"
     kids = children_of(runs, parent.info.run_id)
     assert len(kids) == 2
     for run in kids:
         assert 1e-3 <= float(run.data.params["learning_rate"]) <= 1e-2  # sampled from small_encoder's range
-    out = capsys.readouterr().out
-    assert "best f1_macro" in out
+        assert run.info.status == "FINISHED" and "f1_macro" in run.data.metrics
+    assert "best f1_macro" in capsys.readouterr().out
 
 
 def test_asha_with_more_trials_than_slots_finishes_and_frees_cpus(ray_cluster, workdir, tiny_llama):

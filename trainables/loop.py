@@ -32,7 +32,8 @@ def schedule(train_rows: int, training: dict[str, Any], workers: int) -> dict[st
     batches_per_epoch = math.ceil(train_rows / (training["batch_size"] * workers))
     steps_per_epoch = max(1, batches_per_epoch // training["grad_accum"])
     total = training["max_steps"] or max(1, math.ceil(training["epochs"] * steps_per_epoch))
-    every = training["eval_every_steps"] or max(1, steps_per_epoch // training["evals_per_epoch"])
+    # ceil, so an epoch gets evals_per_epoch points, not an extra stub eval one step before the end
+    every = training["eval_every_steps"] or max(1, math.ceil(steps_per_epoch / training["evals_per_epoch"]))
     every = min(every, total)
     return {"total_steps": total, "eval_every": every, "eval_points": math.ceil(total / every), "steps_per_epoch": steps_per_epoch}
 
@@ -82,8 +83,10 @@ def train_worker(cfg: dict[str, Any]) -> None:
     if world > 1:
         train_loader = ray.train.torch.prepare_data_loader(train_loader, move_to_device=False)
     eval_bs = training["eval_batch_size"] or 2 * training["batch_size"]
+    # Own generators: a loader without one draws its base seed from the global RNG, so each
+    # eval would shift the training dropout masks and results would depend on eval cadence.
     eval_loaders = {
-        split: DataLoader(data.splits[split], batch_size=eval_bs, collate_fn=collate)
+        split: DataLoader(data.splits[split], batch_size=eval_bs, collate_fn=collate, generator=torch.Generator())
         for split in ("validation", "test")
         if split in data.splits and "labels" in data.splits[split].column_names
     }
