@@ -1,4 +1,4 @@
-"""One Tune trial = one Ray Train run (``TorchTrainer``) of ``train_worker``.
+"""One Tune trial = one Ray Train run (``TorchTrainer``) of ``trainables.loop.train_worker``.
 
 Ray 2.60 (Train V2) no longer accepts ``Tuner(TorchTrainer)``; the supported shape is a Tune
 function trainable that calls ``TorchTrainer.fit()`` and forwards each ``ray.train.report``
@@ -17,12 +17,20 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from trainables import hparams
-from trainables.loop import train_worker
 
 # What one trial's Tune function (the Train driver) reserves. Tune refuses an all-zero request,
 # and any CPU share, even 0.01, would stop two 1-CPU trials from sharing a 2-CPU node
 # (2 x 1.01 > 2). Memory is what the driver really uses (~0.5 GB: Python, torch, Ray).
 TRIAL_DRIVER_RESOURCES = {"memory": 512 * 2**20}
+
+
+def train_entry(cfg: dict[str, Any]) -> None:
+    """What each Train worker runs. The heavy import (peft, bitsandbytes, transformers models:
+    ~8 s here) happens inside, so only the worker pays it, not also the trial's Tune actor and
+    its Train controller, which unpickle this function by reference."""
+    from trainables.loop import train_worker
+
+    train_worker(cfg)
 
 
 class TrialStarvedError(RuntimeError):
@@ -50,7 +58,7 @@ def run_trial(config: dict[str, Any], study: dict[str, Any], data: list[Any]) ->
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     ctx = tune.get_context()
     trainer = TorchTrainer(
-        train_worker,
+        train_entry,
         train_loop_config={"hparams": hparams.resolve(config), "study": study, "data": data},
         scaling_config=scaling(resources),
         run_config=RunConfig(
