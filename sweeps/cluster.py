@@ -28,20 +28,58 @@ def connect(address: Optional[str], local: bool) -> bool:
     return False
 
 
-def trial_slots(resources: Any, nodes: Optional[list[dict[str, Any]]] = None) -> int:
-    """How many trials of ``resources`` the alive nodes can hold at once (workers may spread)."""
+# An autoscaler node group with no upper bound (max_count -1) counts as this many nodes.
+UNBOUNDED_NODES = 1000
+
+
+def autoscaler_groups() -> list[dict[str, Any]]:
+    """The node types the cluster's autoscaler may launch, as ``{"Resources", "max_count"}``;
+    empty on a fixed cluster (local Ray, ``ray start`` by hand). Read from the config the
+    autoscaler publishes in the GCS, as Ray Train itself does before placing workers."""
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # an older/newer Ray without it: behave as a fixed cluster
+        return []
+    if config is None:
+        return []
+    return [
+        {"Resources": dict(group.resources), "max_count": UNBOUNDED_NODES if group.max_count == -1 else group.max_count}
+        for group in config.node_group_configs
+        if group.max_count != 0
+    ]
+
+
+def _worker_fits(resources: Any, have: dict[str, float]) -> int:
+    fits = math.floor(have.get("CPU", 0) / resources.cpus_per_worker + 1e-9)
+    if resources.gpus_per_worker:
+        fits = min(fits, math.floor(have.get("GPU", 0) / resources.gpus_per_worker + 1e-9))
+    return fits
+
+
+def trial_slots(resources: Any, nodes: Optional[list[dict[str, Any]]] = None, groups: Optional[list[dict[str, Any]]] = None) -> int:
+    """How many trials of ``resources`` the cluster can hold at once (workers may spread):
+    the alive nodes, or what the autoscaler may grow to, whichever is more."""
     nodes = nodes if nodes is not None else [n for n in ray.nodes() if n.get("Alive")]
-    worker_slots = 0
-    for node in nodes:
-        have = node.get("Resources", {})
-        fits = math.floor(have.get("CPU", 0) / resources.cpus_per_worker + 1e-9)
-        if resources.gpus_per_worker:
-            fits = min(fits, math.floor(have.get("GPU", 0) / resources.gpus_per_worker + 1e-9))
-        worker_slots += fits
+    groups = groups if groups is not None else autoscaler_groups()
+    alive = sum(_worker_fits(resources, n.get("Resources", {})) for n in nodes)
+    scaled = sum(_worker_fits(resources, g["Resources"]) * g["max_count"] for g in groups)
+    worker_slots = max(alive, scaled)
     # each running trial's Tune function holds TRIAL_DRIVER_RESOURCES (memory) somewhere too
     memory = sum(n.get("Resources", {}).get("memory", 0) for n in nodes)
+    memory += sum(g["Resources"].get("memory", 0) * g["max_count"] for g in groups)
     drivers = math.floor(memory / TRIAL_DRIVER_RESOURCES["memory"]) if memory else worker_slots
     return min(worker_slots // resources.workers, drivers)
+
+
+def start_timeout(resources: Any, groups: Optional[list[dict[str, Any]]] = None) -> float:
+    """How long a trial may wait for its workers: longer where the autoscaler can add a
+    node that fits one (booting it takes minutes), else ``start_timeout_s``."""
+    groups = groups if groups is not None else autoscaler_groups()
+    if any(_worker_fits(resources, g["Resources"]) >= 1 for g in groups):
+        return max(resources.start_timeout_s, resources.autoscale_timeout_s)
+    return resources.start_timeout_s
 
 
 def concurrency(resources: Any, requested: Optional[int]) -> int:

@@ -23,6 +23,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any study key, e.g. --set training.epochs=2 (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="validate the study and print its plan; start nothing")
     p.add_argument("--local", action="store_true", help="start a local Ray cluster even if RAY_ADDRESS is set")
+    p.add_argument("--resume", action="store_true", help="continue this study's latest interrupted run (finished trials are kept, unfinished ones resume from their checkpoints)")
+    p.add_argument("--storage-path", help="override storage_path: where Ray keeps results and checkpoints (a path, or s3://... on a cluster)")
     p.add_argument("--address", help="Ray cluster address to join (default: $RAY_ADDRESS, else local)")
     return p
 
@@ -35,6 +37,8 @@ def overrides(args: argparse.Namespace) -> list[str]:
         sets.append(f"search.num_samples={args.num_samples}")
     if args.model:
         sets.append(f"model={args.model}")
+    if args.storage_path:
+        sets.append(f"storage_path={args.storage_path}")
     return sets + list(args.set)
 
 
@@ -53,7 +57,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sweeps.sweep import run_study
 
-        outcome = run_study(study, address=args.address, local=args.local)
+        outcome = run_study(study, address=args.address, local=args.local, resume_run=args.resume)
     except StudyError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return 2

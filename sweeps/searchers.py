@@ -7,6 +7,7 @@ differs. Grid enumerates the space per method and serves the points as a Tune Se
 
 from __future__ import annotations
 
+import pickle
 from typing import Any, Callable
 
 import optuna
@@ -99,6 +100,15 @@ class GridSearcher(Searcher):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._points, self._next = state["points"], state["next"]
+
+    def save(self, checkpoint_path: str) -> None:
+        """Tune saves this with its experiment state, so a resumed grid hands out no point twice."""
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
 
 
 def grid(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, grid_repeats: int = 1) -> Searcher:

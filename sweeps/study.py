@@ -152,6 +152,16 @@ class ResourcesSpec:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0  # fractional shares a GPU between trials
     start_timeout_s: float = 120.0  # a trial that cannot get its workers in this long fails
+    # On a cluster whose autoscaler can add a node that fits a trial, the wait instead (cloud
+    # GPU nodes take 3-10 min to boot and set up).
+    autoscale_timeout_s: float = 900.0
+    # torch.distributed backend of multi-worker (DDP) trials: null = Ray's choice (nccl when
+    # workers have GPUs, else gloo); gloo where the "GPUs" are only Ray resources (tests).
+    backend: Optional[str] = None
+    # Restarts of a trial after a crash or a lost node (spot preemption), each from the trial's
+    # last checkpoint (eval point): its workers first (Ray Train), then the whole trial (Tune).
+    # 0 on one machine, where a crash is a bug; the cluster studies use 3.
+    max_failures: int = 0
 
     def validate(self, path: str) -> None:
         if self.workers < 1:
@@ -160,8 +170,13 @@ class ResourcesSpec:
             raise StudyError(f"{path}.cpus_per_worker", f"{self.cpus_per_worker}", "use > 0")
         if self.gpus_per_worker < 0 or (self.gpus_per_worker > 1 and not float(self.gpus_per_worker).is_integer()):
             raise StudyError(f"{path}.gpus_per_worker", f"{self.gpus_per_worker}", "use a fraction <= 1 or a whole number")
-        if self.start_timeout_s <= 0:
-            raise StudyError(f"{path}.start_timeout_s", f"{self.start_timeout_s}", "use > 0 seconds")
+        if self.max_failures < 0:
+            raise StudyError(f"{path}.max_failures", f"{self.max_failures}", "use 0 (no restarts) or more")
+        if self.backend not in (None, "nccl", "gloo"):
+            raise StudyError(f"{path}.backend", f"{self.backend!r}", "use nccl, gloo, or leave it out (Ray picks)")
+        for key in ("start_timeout_s", "autoscale_timeout_s"):
+            if getattr(self, key) <= 0:
+                raise StudyError(f"{path}.{key}", f"{getattr(self, key)}", "use > 0 seconds")
 
 
 @dataclasses.dataclass
@@ -187,7 +202,7 @@ class Study:
     training: TrainingSpec = dataclasses.field(default_factory=TrainingSpec)
     resources: ResourcesSpec = dataclasses.field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = dataclasses.field(default_factory=TrackingSpec)
-    storage_path: Optional[str] = None  # Ray Tune storage; default ./ray_results
+    storage_path: Optional[str] = None  # Ray Tune storage (path or s3://...); default $SWEEPS_STORAGE_PATH, else ./ray_results
     space: Optional[SearchSpace] = dataclasses.field(default=None, init=False, repr=False)
 
     def validate(self, path: str) -> None:

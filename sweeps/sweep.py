@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 import mlflow
 import ray
 from ray import tune
 
-from sweeps import cluster, tracking
+from sweeps import cluster, resume, tracking
 from sweeps.starvation import StarvationGuard
+from sweeps.storage import storage_root
 from sweeps.schedulers import SCHEDULERS
 from sweeps.schema import to_dict
 from sweeps.searchers import SEARCHERS, trial_count
@@ -45,27 +45,31 @@ def study_settings(study: Study) -> dict[str, Any]:
     return tracking.flatten(plain)
 
 
-def storage_root(study: Study) -> Path:
-    return Path(study.storage_path or "ray_results").expanduser().resolve()
+def trainable(study: Study, data_ref: Any, run_name: str) -> Any:
+    """The Tune trainable: ``run_trial`` with the study and the tokenized data bound to it."""
+    plain = to_dict(study)
+    plain.pop("space", None)
+    plain["train_storage"] = f"{storage_root(study)}/{run_name}/_train"
+    plain["worker_start_timeout_s"] = cluster.start_timeout(study.resources)
+    return tune.with_resources(tune.with_parameters(run_trial, study=plain, data=[data_ref]), TRIAL_DRIVER_RESOURCES)
+
+
+def trial_dirname(trial: Any) -> str:
+    """A trial's folder = its name (``run_trial_<id>``), the ``trial_name`` tag of its MLflow
+    run, so storage and MLflow can be matched (``--resume`` relies on it)."""
+    return str(trial)
 
 
 def build_tuner(study: Study, data_ref: Any, plan: dict[str, int], max_concurrent: int, run_name: str, callbacks: list[Any]) -> tune.Tuner:
     """The Tuner(trainable, param_space, tune_config, run_config) for a validated study."""
     assert study.space is not None
-    storage = storage_root(study)
-    plain = to_dict(study)
-    plain.pop("space", None)
-    plain["train_storage"] = str(storage / run_name / "_train")
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, study=plain, data=[data_ref]), TRIAL_DRIVER_RESOURCES
-    )
     search = study.search
     searcher = SEARCHERS[search.algorithm](
         study.space, study.methods, metric=search.metric, mode=search.mode, seed=search.seed,
         num_samples=search.num_samples, grid_repeats=search.grid_repeats,
     )
     return tune.Tuner(
-        trainable,
+        trainable(study, data_ref, run_name),
         param_space={},
         tune_config=tune.TuneConfig(
             metric=search.metric,
@@ -74,12 +78,15 @@ def build_tuner(study: Study, data_ref: Any, plan: dict[str, int], max_concurren
             scheduler=SCHEDULERS[study.scheduler.name](study.scheduler, plan["eval_points"]),
             num_samples=trial_count(search.algorithm, study.space, study.methods, search.num_samples, search.grid_repeats),
             max_concurrent_trials=max_concurrent,
+            trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=run_name,
-            storage_path=str(storage),
+            storage_path=storage_root(study),
             callbacks=callbacks,
-            failure_config=tune.FailureConfig(max_failures=0),
+            # A retried trial (its driver's node was lost) restarts its Train run under the
+            # same name, which Ray Train V2 restores from the run's latest checkpoint.
+            failure_config=tune.FailureConfig(max_failures=study.resources.max_failures),
             verbose=1,
         ),
     )
@@ -105,7 +112,17 @@ def _best(results: tune.ResultGrid, metric: str, mode: str) -> Optional[dict[str
     return best
 
 
-def run_study(study: Study, address: Optional[str] = None, local: bool = False) -> SweepOutcome:
+def _forget_lost(storage: str, run_name: str, results: tune.ResultGrid, uri: str, parent_id: str) -> None:
+    known = {r.path.rstrip("/").rsplit("/", 1)[-1] for r in results}
+    lost = resume.forget_lost_trials(storage, run_name, known, uri, parent_id)
+    if lost:
+        print(f"resume: removed {lost} trial(s) the interrupted driver started after Tune last saved its "
+              "state (their points are suggested again)")
+
+
+def run_study(study: Study, address: Optional[str] = None, local: bool = False, resume_run: bool = False) -> SweepOutcome:
+    """Run ``study`` as a sweep; with ``resume_run``, continue its latest interrupted run."""
+    previous = resume.latest_unfinished(storage_root(study), study.name) if resume_run else None
     task = TASKS[study.task]
     tokenizer = load_tokenizer(study.model)
     prepared = data_mod.prepare(study.data, task, tokenizer, study.training.max_length, study.training.seed)
@@ -114,14 +131,15 @@ def run_study(study: Study, address: Optional[str] = None, local: bool = False) 
     started = cluster.connect(address, local)
     try:
         max_concurrent = cluster.concurrency(study.resources, study.search.max_concurrent_trials)
-        return _sweep(study, prepared, plan, max_concurrent)
+        return _sweep(study, prepared, plan, max_concurrent, previous)
     finally:
         if started:
             ray.shutdown()
 
 
-def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], max_concurrent: int) -> SweepOutcome:
-    run_name = f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], max_concurrent: int, previous: Optional[dict[str, Any]]) -> SweepOutcome:
+    storage = storage_root(study)
+    run_name = previous["run_name"] if previous else f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     uri = tracking.tracking_uri(study.tracking.tracking_uri)
     settings = study_settings(study)
     tags = {"study": study.name, "model": study.model, "search": study.search.algorithm, "scheduler": study.scheduler.name}
@@ -135,16 +153,29 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], 
         "plan.max_concurrent_trials": max_concurrent,
     }
     data_ref = ray.put(prepared)
-    with tracking.study_run(uri, study.experiment, run_name, params, {**tags, "mlflow.note.content": study.description}) as parent:
+    parent_id = previous["parent_run_id"] if previous else None
+    with tracking.study_run(uri, study.experiment, run_name, params, {**tags, "mlflow.note.content": study.description}, run_id=parent_id) as parent:
         parent_id = parent.info.run_id
-        logger = tracking.TrialRunLogger(uri, study.experiment, parent_id, settings, {"model": study.model, "study": study.name})
-        guard = StarvationGuard(study.resources.start_timeout_s)
-        tuner = build_tuner(study, data_ref, plan, max_concurrent, run_name, [logger, guard])
+        state = {"run_name": run_name, "parent_run_id": parent_id, "tracking_uri": uri, "experiment": study.experiment, "finished": False}
+        resume.write(storage, run_name, state)
+        if previous:
+            # Tune's experiment state: finished trials stay finished, unfinished ones (and
+            # those that errored because the driver died) continue from their checkpoints.
+            # The callbacks (MLflow logger with this parent, starvation guard) come back with it.
+            tuner = tune.Tuner.restore(f"{storage}/{run_name}", trainable=trainable(study, data_ref, run_name), resume_unfinished=True, resume_errored=True)
+            _forget_lost(storage, run_name, tuner.get_results(), uri, parent_id)
+        else:
+            logger = tracking.TrialRunLogger(uri, study.experiment, parent_id, settings, {"model": study.model, "study": study.name})
+            guard = StarvationGuard(cluster.start_timeout(study.resources))
+            tuner = build_tuner(study, data_ref, plan, max_concurrent, run_name, [logger, guard])
         results = tuner.fit()
+        if previous:  # again: an actor of the dead driver may have written after the first pass
+            _forget_lost(storage, run_name, results, uri, parent_id)
         best = _best(results, study.search.metric, study.search.mode)
         counts = {"trials": len(results), "failed": sum(r.error is not None for r in results)}
         counts["completed"] = sum(r.error is None and (r.metrics or {}).get("progress", 0) >= 1 for r in results)
         counts["early_stopped"] = counts["trials"] - counts["failed"] - counts["completed"]
+        resume.write(storage, run_name, {**state, "finished": True})
         mlflow.log_metrics({f"trials_{k}": v for k, v in counts.items()})
         if best:
             mlflow.log_params({f"best.{k}": v for k, v in best["config"].items()})

@@ -20,6 +20,10 @@ from ray.tune.result import AUTO_RESULT_KEYS
 _SKIP = set(AUTO_RESULT_KEYS) | {"checkpoint_path", "config", "trial_id", "done"}
 
 
+# Where a trial's workers ran (reported by each worker, by rank) -> the child run's tags.
+_NODE_TAGS = {"worker_node_ids": "ray.node_ids", "worker_node_ips": "ray.node_ips"}
+
+
 def tracking_uri(configured: Optional[str]) -> str:
     """Study setting, else $MLFLOW_TRACKING_URI, else ./mlflow.db (what plain `mlflow ui` opens)."""
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
@@ -57,8 +61,26 @@ class TrialRunLogger(MLflowLoggerCallback):
         )
         self._fixed = fixed_params
         self._last: dict[Any, dict[str, Any]] = {}
+        self._placed: dict[Any, dict[str, str]] = {}
+        # Trials whose run had already finished when a resumed study restarted them (the driver
+        # died before Tune saved their end): their Train run only re-reports its stored result,
+        # which must not touch the finished MLflow run again.
+        self._finished_before: set[Any] = set()
 
     def log_trial_start(self, trial: Any) -> None:
+        if trial not in self._trial_runs:
+            # A resumed study restarts its unfinished trials: continue their runs, not new ones.
+            earlier = self._existing_run(str(trial))
+            if earlier is not None:
+                self._trial_runs[trial] = earlier.info.run_id
+                if earlier.data.tags.get("status") == "completed":
+                    self._finished_before.add(trial)
+                    if earlier.info.status != "FINISHED":  # the driver died while ending it
+                        MlflowClient(self.tracking_uri).set_terminated(earlier.info.run_id, "FINISHED")
+                    return
+                MlflowClient(self.tracking_uri).update_run(earlier.info.run_id, status="RUNNING")
+        elif trial in self._finished_before:
+            return
         super().log_trial_start(trial)
         run_id = self._trial_runs[trial]
         client = MlflowClient(self.tracking_uri)
@@ -66,13 +88,34 @@ class TrialRunLogger(MLflowLoggerCallback):
         client.set_tag(run_id, "status", "running")
         client.log_batch(run_id, params=[mlflow.entities.Param(f"study.{k}", str(v)[:6000]) for k, v in self._fixed.items()])
 
+    def _existing_run(self, trial_name: str) -> Optional[mlflow.entities.Run]:
+        client = MlflowClient(self.tracking_uri)
+        exp = client.get_experiment_by_name(self.experiment_name)
+        if exp is None:
+            return None
+        parent = self.tags["mlflow.parentRunId"]
+        found = client.search_runs(
+            [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}' and tags.trial_name = '{trial_name}'", max_results=1
+        )
+        return found[0] if found else None
+
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+        if trial in self._finished_before:
+            return
+        placed = {tag: result[key] for key, tag in _NODE_TAGS.items() if isinstance(result.get(key), str)}
+        if placed and placed != self._placed.get(trial):  # first report, or resumed elsewhere
+            client = MlflowClient(self.tracking_uri)
+            for tag, value in placed.items():
+                client.set_tag(self._trial_runs[trial], tag, value)
+            self._placed[trial] = placed
         metrics = {k: v for k, v in flatten(result).items() if k not in _SKIP and isinstance(v, (int, float)) and not isinstance(v, bool)}
         self._last[trial] = metrics
         step = int(result.get("step", iteration))
         self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=metrics, step=step)
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        if trial in self._finished_before:
+            return
         run_id = self._trial_runs.get(trial)
         if run_id is not None:
             client = MlflowClient(self.tracking_uri)
@@ -97,14 +140,21 @@ def error_line(trial: Any) -> str:
 
 
 @contextlib.contextmanager
-def study_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
-    """The parent run. Ends FINISHED, or FAILED / KILLED if the sweep raises or is interrupted,
-    so no run is left 'RUNNING' forever."""
+def study_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str], run_id: Optional[str] = None) -> Iterator[mlflow.ActiveRun]:
+    """The parent run (``run_id``: reopen the one of a resumed study). Ends FINISHED, or
+    FAILED / KILLED if the sweep raises or is interrupted, so no run is left 'RUNNING' forever."""
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(experiment)
-    run = mlflow.start_run(run_name=run_name, tags=tags)
+    if run_id is not None:
+        run = mlflow.start_run(run_id=run_id)
+        mlflow.set_tag("resumed", "true")
+        if "error" in run.data.tags:  # from the interrupted attempt
+            mlflow.delete_tag("error")
+    else:
+        run = mlflow.start_run(run_name=run_name, tags=tags)
     try:
-        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        if run_id is None:
+            mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
         yield run
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")

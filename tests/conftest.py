@@ -37,13 +37,23 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> st
     return str(out)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def ray_cluster():
-    """One real local Ray cluster (2 CPUs, with the dashboard that Train V2's cleanup needs)."""
+    """A real local Ray cluster (2 CPUs, with the dashboard that Train V2's cleanup needs),
+    started once and shared; a test that needs another cluster shuts it down, and the next
+    test that asks for this one starts it again."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
     yield ray
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ray_down_at_exit():
+    yield
+    import ray
+
     ray.shutdown()
 
 
@@ -125,3 +135,23 @@ def mlflow_runs(tracking_dir: Path | str, experiment: str):
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, f"no MLflow experiment {experiment!r}"
     return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def trial_runs(workdir: Path, experiment: str, status: str | None = None) -> list:
+    """The study's trial (child) runs so far, optionally only those with this status tag; [] while
+    the experiment does not exist yet. For tests that watch a sweep from another thread/process."""
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], f"tags.status = '{status}'" if status else "")
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def reported_once(workdir: Path, experiment: str) -> bool:
+    """A trial's first eval point reached MLflow. It comes from the Tune result, which Ray Train
+    sends only after it registered the checkpoint; a checkpoint folder in storage alone may not
+    be registered yet, and a worker killed then would restart from scratch."""
+    return any("step" in r.data.metrics for r in trial_runs(workdir, experiment))

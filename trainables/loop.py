@@ -27,6 +27,10 @@ from trainables.metrics import classification_metrics
 from trainables.tasks import TASKS
 
 
+# In each checkpoint beside the adapter: optimizer, LR schedule, counters, RNG states.
+TRAINING_STATE = "training_state.pt"
+
+
 def schedule(train_rows: int, training: dict[str, Any], workers: int) -> dict[str, int]:
     """Optimizer steps in total, steps between evals, and eval points (= ASHA's max_t)."""
     batches_per_epoch = math.ceil(train_rows / (training["batch_size"] * workers))
@@ -61,6 +65,17 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, m
     return metrics
 
 
+def worker_nodes(world: int) -> dict[str, str]:
+    """Which Ray nodes this trial's workers run on, by rank (recorded on the MLflow run).
+    Node ids tell nodes apart even where they share an IP (several raylets on one host)."""
+    here = (ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address())
+    everyone = [here]
+    if world > 1:
+        everyone = [None] * world
+        torch.distributed.all_gather_object(everyone, here)
+    return {"worker_node_ids": ",".join(n for n, _ in everyone), "worker_node_ips": ",".join(ip for _, ip in everyone)}
+
+
 def train_worker(cfg: dict[str, Any]) -> None:
     study, hp = cfg["study"], cfg["hparams"]
     training, task = study["training"], TASKS[study["task"]]
@@ -91,23 +106,53 @@ def train_worker(cfg: dict[str, Any]) -> None:
         if split in data.splits and "labels" in data.splits[split].column_names
     }
 
+    nodes = worker_nodes(world)
     plan = schedule(len(data.splits["train"]), training, world)
     total, every = plan["total_steps"], plan["eval_every"]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp["learning_rate"], weight_decay=hp["weight_decay"])
     lr_schedule = get_scheduler(hp["lr_scheduler"], optimizer, num_warmup_steps=int(hp["warmup_ratio"] * total), num_training_steps=total)
 
-    step, micro, seen, train_time, loss_sum, loss_n, epoch = 0, 0, 0, 0.0, 0.0, 0, 0
+    # Where training stands; a restarted trial (worker lost, trial retried, study resumed)
+    # picks it up from its latest checkpoint instead of starting over.
+    progress = {"step": 0, "micro": 0, "seen": 0, "train_time": 0.0, "epoch": 0, "micro_in_epoch": 0}
+    epoch_rng = generator.get_state()  # the shuffle of the current epoch comes from this state
+    resumed_from = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = restore(folder, net, optimizer, lr_schedule)
+        progress, epoch_rng, resumed_from = state["progress"], state["epoch_rng"], state["progress"]["step"]
+        torch.set_rng_state(state["rng"])
+        if resumed_from >= total:
+            # Restarted after its last report (worker lost at the very end, or a resumed study
+            # whose driver died before Tune saw the trial end): report the stored result again
+            # instead of ending with no result.
+            if rank == 0:
+                ray.train.report({**state["metrics"], "resumed_from_step": resumed_from}, checkpoint=checkpoint)
+            else:
+                ray.train.report({"step": resumed_from})
+            return
+
+    step, micro, seen, train_time, epoch = (progress[k] for k in ("step", "micro", "seen", "train_time", "epoch"))
+    skip = progress["micro_in_epoch"]  # batches of the current epoch already trained on
+    loss_sum, loss_n = 0.0, 0
     model.train()
     while step < total:
         if world > 1 and hasattr(train_loader, "sampler") and hasattr(train_loader.sampler, "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
+        generator.set_state(epoch_rng)
+        micro_in_epoch = 0
         for batch in train_loader:
+            if micro_in_epoch < skip:
+                micro_in_epoch += 1
+                continue
             t0 = time.perf_counter()
             batch = {k: v.to(device) for k, v in batch.items()}
             loss = model(**batch).loss / training["grad_accum"]
             loss.backward()
             micro += 1
+            micro_in_epoch += 1
             seen += len(batch["labels"])
             loss_sum += float(loss.detach()) * training["grad_accum"]
             loss_n += 1
@@ -131,16 +176,43 @@ def train_worker(cfg: dict[str, Any]) -> None:
                     "trainable_params": trainable_params,
                     "total_params": total_params,
                     "world_size": world,
+                    "resumed_from_step": resumed_from,
+                    **nodes,
                 }
                 loss_sum, loss_n = 0.0, 0
-                _report(rank, net, metrics, eval_loaders, device, task.multi_label, final=step == total)
+                state = {
+                    "progress": {"step": step, "micro": micro, "seen": seen, "train_time": train_time, "epoch": epoch, "micro_in_epoch": micro_in_epoch},
+                    "epoch_rng": epoch_rng,
+                    "rng": torch.get_rng_state(),
+                    "optimizer": optimizer.state_dict(),
+                    "lr_schedule": lr_schedule.state_dict(),
+                }
+                _report(rank, net, metrics, state, eval_loaders, device, task.multi_label, final=step == total)
             if step >= total:
                 break
         epoch += 1
+        skip = 0
+        epoch_rng = generator.get_state()
 
 
-def _report(rank: int, net: torch.nn.Module, metrics: dict[str, Any], loaders: dict[str, DataLoader], device: torch.device, multi_label: bool, final: bool) -> None:
-    """Rank 0 evaluates and saves the adapter (never the base weights); every rank reports."""
+def restore(folder: str, net: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_schedule: Any) -> dict[str, Any]:
+    """Load a checkpoint written by ``_report``: adapter (and head) weights into the peft model,
+    optimizer and LR schedule state; returns the progress counters and RNG states."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(net, load_file(os.path.join(folder, "adapter_model.safetensors")))
+    state = torch.load(os.path.join(folder, TRAINING_STATE), weights_only=False)
+    with open(os.path.join(folder, "trial_state.json")) as f:
+        state["metrics"] = json.load(f)  # what was reported with this checkpoint
+    optimizer.load_state_dict(state["optimizer"])
+    lr_schedule.load_state_dict(state["lr_schedule"])
+    return state
+
+
+def _report(rank: int, net: torch.nn.Module, metrics: dict[str, Any], state: dict[str, Any], loaders: dict[str, DataLoader], device: torch.device, multi_label: bool, final: bool) -> None:
+    """Rank 0 evaluates and checkpoints: the adapter (never the base weights) and what resuming
+    needs (optimizer, LR schedule, step counters, RNG); every rank reports."""
     if rank != 0:
         ray.train.report({"step": metrics["step"]})
         return
@@ -151,4 +223,5 @@ def _report(rank: int, net: torch.nn.Module, metrics: dict[str, Any], loaders: d
         net.save_pretrained(tmp)  # peft: adapter + trained head (modules_to_save) only
         with open(os.path.join(tmp, "trial_state.json"), "w") as f:
             json.dump(metrics, f)
+        torch.save(state, os.path.join(tmp, TRAINING_STATE))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))

@@ -13,7 +13,7 @@ from typing import Any
 
 from ray import tune
 from ray.train import CheckpointConfig, ControllerError, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
+from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from trainables import hparams
@@ -54,20 +54,23 @@ def run_trial(config: dict[str, Any], study: dict[str, Any], data: list[Any]) ->
     resources = study["resources"]
     # Read by the Train controller this trial starts: fail instead of waiting forever
     # for workers that cannot be placed.
-    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(resources["start_timeout_s"])
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(study["worker_start_timeout_s"])
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     ctx = tune.get_context()
     trainer = TorchTrainer(
         train_entry,
         train_loop_config={"hparams": hparams.resolve(config), "study": study, "data": data},
         scaling_config=scaling(resources),
+        torch_config=TorchConfig(backend=resources.get("backend")),
         run_config=RunConfig(
             name=f"{ctx.get_experiment_name()}-{ctx.get_trial_id()}",
             storage_path=study["train_storage"],
             callbacks=[TuneReportCallback()],
-            # Trial-level retries belong to Tune; a controller that cannot start workers
-            # must give up (the default retries forever).
-            failure_config=FailureConfig(max_failures=0, controller_failure_limit=0),
+            # Workers that crash or lose their node restart from the last checkpoint up to
+            # resources.max_failures times (node preemptions Ray detects are retried without
+            # limit). A controller that cannot start workers must give up (the default
+            # retries forever); a Tune retry of the whole trial may try again.
+            failure_config=FailureConfig(max_failures=resources["max_failures"], controller_failure_limit=0),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=1,
                 checkpoint_score_attribute=study["search"]["metric"],
@@ -82,7 +85,7 @@ def run_trial(config: dict[str, Any], study: dict[str, Any], data: list[Any]) ->
             want = scaling(resources)
             raise TrialStarvedError(
                 f"trial could not start its {want.num_workers} worker(s) of {want.resources_per_worker} "
-                f"within {resources['start_timeout_s']:.0f}s: the cluster is busy or too small "
+                f"within {study['worker_start_timeout_s']:.0f}s: the cluster is busy or too small "
                 "(lower resources.* or search.max_concurrent_trials, or add nodes)"
             ) from None
         raise

@@ -1,0 +1,40 @@
+"""How many trials fit at once and how long a trial may wait for workers, on fixed clusters
+and on autoscaling ones (node groups read from the autoscaler's published config)."""
+
+from __future__ import annotations
+
+from sweeps.cluster import start_timeout, trial_slots
+from sweeps.study import ResourcesSpec
+
+GIB = 2**30
+HEAD = {"Resources": {"CPU": 0, "memory": 24 * GIB}}
+GPU_NODE = {"Resources": {"CPU": 4, "GPU": 1, "memory": 12 * GIB}}
+
+
+def test_fixed_cluster_counts_what_alive_nodes_place():
+    one_gpu = ResourcesSpec(cpus_per_worker=2, gpus_per_worker=1)
+    assert trial_slots(one_gpu, nodes=[HEAD, GPU_NODE, GPU_NODE], groups=[]) == 2
+    half_gpu = ResourcesSpec(cpus_per_worker=2, gpus_per_worker=0.5)
+    assert trial_slots(half_gpu, nodes=[HEAD, GPU_NODE], groups=[]) == 2
+    ddp = ResourcesSpec(workers=2, cpus_per_worker=1, gpus_per_worker=1)  # workers may spread over nodes
+    assert trial_slots(ddp, nodes=[HEAD, GPU_NODE, GPU_NODE, GPU_NODE], groups=[]) == 1
+    assert trial_slots(one_gpu, nodes=[HEAD], groups=[]) == 0
+
+
+def test_autoscaling_cluster_counts_the_nodes_it_may_add():
+    one_gpu = ResourcesSpec(cpus_per_worker=2, gpus_per_worker=1)
+    groups = [{"Resources": {"CPU": 0}, "max_count": 1}, {"Resources": GPU_NODE["Resources"], "max_count": 8}]
+    assert trial_slots(one_gpu, nodes=[HEAD], groups=groups) == 8  # no GPU node is up yet
+    unbounded = [{"Resources": GPU_NODE["Resources"], "max_count": 1000}]
+    assert trial_slots(one_gpu, nodes=[HEAD], groups=unbounded) == 1000
+    # the trial drivers' memory (512 MiB each, anywhere) still caps it
+    small = [{"Resources": {"CPU": 4, "GPU": 1, "memory": GIB // 4}, "max_count": 8}]
+    assert trial_slots(one_gpu, nodes=[{"Resources": {"CPU": 0, "memory": GIB}}], groups=small) == 6
+
+
+def test_trials_wait_longer_only_where_the_autoscaler_can_add_a_node_that_fits():
+    one_gpu = ResourcesSpec(cpus_per_worker=2, gpus_per_worker=1, start_timeout_s=60, autoscale_timeout_s=900)
+    assert start_timeout(one_gpu, groups=[]) == 60
+    assert start_timeout(one_gpu, groups=[{"Resources": GPU_NODE["Resources"], "max_count": 2}]) == 900
+    cpu_only = [{"Resources": {"CPU": 16}, "max_count": 4}]
+    assert start_timeout(one_gpu, groups=cpu_only) == 60  # no node type has a GPU: fail fast
