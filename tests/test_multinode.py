@@ -1,13 +1,14 @@
 """A real multi-node Ray cluster on this machine: a head that trains nothing (like cluster.yaml's)
 and two worker nodes, each a separate raylet declaring one GPU it does not physically have,
-so Ray's placement is what puts trials and DDP workers on nodes. Real Tune, Train, MLflow."""
+so Ray's placement is what puts trials and DDP workers on nodes. Real Tune, Train, MLflow.
+Also the failures a cluster sees: the driver killed (then --resume), a worker node lost."""
 
 from __future__ import annotations
 
 import pytest
 
 from sweeps.run import main
-from tests.conftest import base_study, mlflow_runs, reported_once, write_study
+from tests.conftest import base_study, mlflow_runs, reported_once, trial_runs, write_study
 
 pytestmark = pytest.mark.ray
 
@@ -67,6 +68,56 @@ def test_a_two_worker_ddp_trial_spans_both_nodes(cluster, workdir, tiny_llama):
     (run,) = kids
     assert run.data.tags["status"] == "completed" and run.data.metrics["world_size"] == 2
     assert sorted(node_ids(run)) == sorted(n.node_id for n in workers), "rank 0 and rank 1 on different nodes"
+
+
+def test_resume_after_the_driver_is_killed_runs_no_trial_twice(cluster, workdir, tiny_llama):
+    """SIGKILL the driver (`python -m sweeps.run --address ...`) after its first trial ended, then
+    `--resume`: every grid point exactly once in MLflow and in Ray storage, one parent run."""
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+
+    study = base_study(
+        tiny_llama, name="interrupted",
+        search_space={"name": "small_encoder", "overrides": {"lora_r": [2, 4], "lora_alpha_ratio": 2, "lora_dropout": 0.0, "warmup_ratio": 0.0, "lr_scheduler": "linear", "learning_rate": [3e-3]}},
+        search={"algorithm": "grid", "grid_repeats": 1, "max_concurrent_trials": 1, "metric": "f1_macro", "mode": "max"},
+        data={"source": "generated", "name": "emotion", "rows": 600},
+        training={"epochs": 1, "batch_size": 8, "max_length": 24, "evals_per_epoch": 2}, resources=GPU_TRIAL,
+    )
+    path = write_study(workdir, study)
+    address = cluster[0].address
+    driver = subprocess.Popen([sys.executable, "-m", "sweeps.run", path, "--address", address], cwd=workdir,
+                              stdout=subprocess.DEVNULL, stderr=open(workdir / "driver.log", "w"))
+    try:
+        deadline = time.time() + 300
+        while not trial_runs(workdir, "interrupted", "completed"):
+            assert driver.poll() is None, (workdir / "driver.log").read_text()[-3000:]
+            assert time.time() < deadline, "no trial completed in 5 min"
+            time.sleep(0.5)
+    finally:
+        driver.kill()  # SIGKILL: no clean-up in the driver at all
+        driver.wait()
+    first = trial_runs(workdir, "interrupted", "completed")
+    assert len(first) == 1, "kill the driver mid-study"
+
+    assert main([path, "--resume"]) == 0
+    _, runs = mlflow_runs(workdir, "interrupted")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and parents[0].data.tags["resumed"] == "true"
+    kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.params["lora_r"] for r in kids) == ["2", "4"], "every grid point once, none twice"
+    assert all(r.data.tags["status"] == "completed" and r.info.status == "FINISHED" for r in kids)
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    for done in first:  # finished before the kill: same run, its metrics not logged again
+        again = next(r for r in kids if r.info.run_id == done.info.run_id)
+        assert again.data.metrics == done.data.metrics
+        assert len(client.get_metric_history(done.info.run_id, "f1_macro")) == 2  # 2 eval points, once each
+    assert parents[0].data.metrics["trials_completed"] == 2
+    # Tune's own record agrees: 2 trials in the experiment, not 2 + the re-run ones
+    assert len(list((workdir / "ray_results").glob("interrupted-*/run_trial_*"))) == 2
+    assert main([path, "--resume"]) == 2  # nothing left to resume: clear error, exit 2
 
 
 def test_a_lost_worker_node_costs_only_the_progress_since_the_last_checkpoint(cluster, workdir, minilm_path):

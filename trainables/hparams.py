@@ -7,14 +7,20 @@ anything runs, so "rank 0" or "learning rate -1" fail at validation, not mid-swe
 from __future__ import annotations
 
 import difflib
+import functools
 import math
-from typing import Any, Callable
-
-from transformers import SchedulerType
+from typing import Any, Callable, Union
 
 from sweeps.errors import StudyError
 
-_SCHEDULERS = sorted(s.value for s in SchedulerType)
+
+@functools.cache
+def _schedulers() -> list[str]:
+    # Imported on first use: transformers.trainer_utils pulls in peft (~7 s here), which the
+    # trial's Tune actor and Train controller (they import this module) never need.
+    from transformers import SchedulerType
+
+    return sorted(s.value for s in SchedulerType)
 
 
 def _positive_int(v: Any) -> bool:
@@ -33,8 +39,8 @@ def _non_negative(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
 
 
-# name -> (check, what it must be, fix)
-RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
+# name -> (check, what it must be, fix (or a function giving it))
+RULES: dict[str, tuple[Callable[[Any], bool], str, Union[str, Callable[[], str]]]] = {
     "lora_r": (_positive_int, "a rank must be an integer > 0", "use ranks like 4, 8, 16"),
     "lora_alpha": (_positive, "alpha must be > 0", "use e.g. 2 x rank"),
     "lora_alpha_ratio": (_positive, "the alpha/rank ratio must be > 0", "use 1, 2 or 4"),
@@ -43,7 +49,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "learning_rate": (_positive, "the learning rate must be > 0", "use e.g. 1e-4 .. 5e-3"),
     "warmup_ratio": (_unit, "the warmup ratio must be in [0, 1)", "use e.g. 0.03 or 0.1"),
     "weight_decay": (_non_negative, "weight decay must be >= 0", "use 0 or 0.01"),
-    "lr_scheduler": (lambda v: v in _SCHEDULERS, "unknown learning-rate schedule", f"use one of {', '.join(_SCHEDULERS)}"),
+    "lr_scheduler": (lambda v: v in _schedulers(), "unknown learning-rate schedule", lambda: f"use one of {', '.join(_schedulers())}"),
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -57,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
 def check_value(name: str, value: Any, field: str) -> None:
     check, what, fix = RULES[name]
     if not check(value):
-        raise StudyError(field, f"{value!r} is not allowed: {what}", fix)
+        raise StudyError(field, f"{value!r} is not allowed: {what}", fix() if callable(fix) else fix)
 
 
 def check_name(name: str, field: str) -> None:
