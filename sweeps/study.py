@@ -130,6 +130,9 @@ class TrainingSpec:
     seed: int = 42
     evals_per_epoch: int = 2  # eval points per epoch (what ASHA rungs count)
     eval_every_steps: Optional[int] = None  # overrides evals_per_epoch
+    # Score the model before training too (base_* metrics, base-vs-tuned error analysis in the
+    # report); costs one validation pass per trial.
+    eval_base: bool = True
 
     def validate(self, path: str) -> None:
         positive = {

@@ -8,14 +8,18 @@ Ray Tune storage folder is created.
 from __future__ import annotations
 
 import dataclasses
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import mlflow
 import ray
+import yaml
 from ray import tune
 
-from sweeps import cluster, resume, tracking
+from sweeps import cluster, resume, runs, tracking
 from sweeps.starvation import StarvationGuard
 from sweeps.storage import storage_root
 from sweeps.schedulers import SCHEDULERS
@@ -112,6 +116,31 @@ def _best(results: tune.ResultGrid, metric: str, mode: str) -> Optional[dict[str
     return best
 
 
+def log_study_files(study: Study) -> None:
+    """The study as it runs (overrides applied) and its resolved search space, on the parent
+    run: what the report needs to rebuild Optuna's view and the ready-to-run best config."""
+    plain = to_dict(study)
+    space = plain.pop("space", None)
+    mlflow.log_text(yaml.safe_dump(plain, sort_keys=False), runs.STUDY_FILE)
+    mlflow.log_text(yaml.safe_dump(space, sort_keys=False), runs.SPACE_FILE)
+
+
+def log_report(uri: str, parent_id: str) -> None:
+    """The study report (``sweeps.report``) as the parent's ``report/`` artifacts. A failure is
+    tagged on the run and printed, never fails the sweep: every trial is already recorded."""
+    from sweeps import report
+
+    client = mlflow.tracking.MlflowClient(uri)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            report.write(client, client.get_run(parent_id), Path(tmp))
+            mlflow.log_artifacts(tmp, "report")
+    except Exception as exc:
+        mlflow.set_tag("report_error", f"{type(exc).__name__}: {exc}"[:500])
+        print(f"warning: the study report could not be built ({type(exc).__name__}: {exc}); "
+              f"retry with: python -m sweeps.report {parent_id}", file=sys.stderr)
+
+
 def _forget_lost(storage: str, run_name: str, results: tune.ResultGrid, uri: str, parent_id: str) -> None:
     known = {r.path.rstrip("/").rsplit("/", 1)[-1] for r in results}
     lost = resume.forget_lost_trials(storage, run_name, known, uri, parent_id)
@@ -158,6 +187,9 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], 
         parent_id = parent.info.run_id
         state = {"run_name": run_name, "parent_run_id": parent_id, "tracking_uri": uri, "experiment": study.experiment, "finished": False}
         resume.write(storage, run_name, state)
+        if not previous:
+            log_study_files(study)
+            mlflow.log_dict({"label_names": prepared.label_names, "rows": prepared.sizes}, runs.DATA_FILE)
         if previous:
             # Tune's experiment state: finished trials stay finished, unfinished ones (and
             # those that errored because the driver died) continue from their checkpoints.
@@ -165,7 +197,10 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], 
             tuner = tune.Tuner.restore(f"{storage}/{run_name}", trainable=trainable(study, data_ref, run_name), resume_unfinished=True, resume_errored=True)
             _forget_lost(storage, run_name, tuner.get_results(), uri, parent_id)
         else:
-            logger = tracking.TrialRunLogger(uri, study.experiment, parent_id, settings, {"model": study.model, "study": study.name})
+            logger = tracking.TrialRunLogger(
+                uri, study.experiment, parent_id, settings, {"model": study.model, "study": study.name},
+                metric=study.search.metric, mode=study.search.mode,
+            )
             guard = StarvationGuard(cluster.start_timeout(study.resources))
             tuner = build_tuner(study, data_ref, plan, max_concurrent, run_name, [logger, guard])
         results = tuner.fit()
@@ -181,6 +216,10 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], 
             mlflow.log_params({f"best.{k}": v for k, v in best["config"].items()})
             mlflow.log_metrics({f"best_{k}": v for k, v in best["metrics"].items()})
             mlflow.set_tag("best_trial_path", best["path"])
+            best_run = tracking.trial_run_id(uri, parent_id, best["path"].rstrip("/").rsplit("/", 1)[-1])
+            if best_run:
+                mlflow.set_tag("best_run_id", best_run)
+            log_report(uri, parent_id)
         else:
             mlflow.set_tag("status", "all trials failed")
             mlflow.end_run("FAILED")

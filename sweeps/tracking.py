@@ -16,6 +16,8 @@ from mlflow.tracking import MlflowClient
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from sweeps.trial_artifacts import BestCheckpoints, log_best
+
 # Result keys that are Tune bookkeeping, not model metrics.
 _SKIP = set(AUTO_RESULT_KEYS) | {"checkpoint_path", "config", "trial_id", "done"}
 
@@ -52,7 +54,7 @@ class TrialRunLogger(MLflowLoggerCallback):
     """Ray's MLflow callback, plus: method/model/status tags, the study's fixed settings as
     params, the optimizer step as MLflow step, and a failed trial's error on its run."""
 
-    def __init__(self, uri: str, experiment: str, parent_run_id: str, fixed_params: dict[str, Any], tags: dict[str, str]):
+    def __init__(self, uri: str, experiment: str, parent_run_id: str, fixed_params: dict[str, Any], tags: dict[str, str], metric: str, mode: str):
         super().__init__(
             tracking_uri=uri,
             experiment_name=experiment,
@@ -66,6 +68,7 @@ class TrialRunLogger(MLflowLoggerCallback):
         # died before Tune saved their end): their Train run only re-reports its stored result,
         # which must not touch the finished MLflow run again.
         self._finished_before: set[Any] = set()
+        self._checkpoints = BestCheckpoints(metric, mode)
 
     def log_trial_start(self, trial: Any) -> None:
         if trial not in self._trial_runs:
@@ -110,6 +113,7 @@ class TrialRunLogger(MLflowLoggerCallback):
             self._placed[trial] = placed
         metrics = {k: v for k, v in flatten(result).items() if k not in _SKIP and isinstance(v, (int, float)) and not isinstance(v, bool)}
         self._last[trial] = metrics
+        self._checkpoints.add(str(trial), result)
         step = int(result.get("step", iteration))
         self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=metrics, step=step)
 
@@ -124,7 +128,31 @@ class TrialRunLogger(MLflowLoggerCallback):
                 client.set_tag(run_id, "error", error_line(trial))
                 if trial.error_file:
                     client.set_tag(run_id, "error_file", trial.error_file)
+            else:
+                self._log_best_checkpoint(client, trial, run_id)
         super().log_trial_end(trial, failed=failed)
+
+
+    def _log_best_checkpoint(self, client: MlflowClient, trial: Any, run_id: str) -> None:
+        """Adapter + validation report of the trial's best checkpoint. A failure here (storage
+        unreachable) is recorded on the run, never fails the study: the metrics are in."""
+        title = f"{trial} ({trial.config.get('method', '')})"
+        try:
+            if log_best(client, run_id, self._checkpoints.ranked(str(trial)), title) is None:
+                client.set_tag(run_id, "artifacts_error", "no checkpoint found in Ray storage")
+        except Exception as exc:
+            client.set_tag(run_id, "artifacts_error", f"{type(exc).__name__}: {exc}"[:500])
+
+
+def trial_run_id(uri: str, parent_run_id: str, trial_name: str) -> Optional[str]:
+    """The MLflow run of trial ``trial_name`` (= its folder name) under a study's parent run."""
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_run_id)
+    found = client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial_name = '{trial_name}'", max_results=1,
+    )
+    return found[0].info.run_id if found else None
 
 
 def error_line(trial: Any) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 import yaml
@@ -42,11 +43,15 @@ def ray_cluster():
     """A real local Ray cluster (2 CPUs, with the dashboard that Train V2's cleanup needs),
     started once and shared; a test that needs another cluster shuts it down, and the next
     test that asks for this one starts it again."""
+    yield local_ray()
+
+
+def local_ray():
     import ray
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
-    yield ray
+    return ray
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -93,6 +98,13 @@ def write_study(folder: Path, study: dict[str, Any], name: str = "study.yaml") -
 @pytest.fixture
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     """A real MLflow tracking server (``mlflow server``) on a free local port; yields its URI."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
+        yield uri
+
+
+@contextlib.contextmanager
+def running_mlflow_server(root: Path) -> Iterator[str]:
+    """``mlflow server`` (SQLite store, proxied artifacts under ``root``) on 127.0.0.1."""
     import shutil
     import socket
     import subprocess
@@ -100,7 +112,6 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     import time
     import urllib.request
 
-    root = tmp_path_factory.mktemp("mlflow-server")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -121,9 +132,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
                 proc.kill()
                 raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
             time.sleep(0.5)
-    yield uri
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        yield uri
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def mlflow_runs(tracking_dir: Path | str, experiment: str):

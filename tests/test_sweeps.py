@@ -1,6 +1,7 @@
 """Real sweeps on a real local Ray cluster, tracked in a real MLflow store.
 
-Covers: every search kind on the demo study, every method, the MLflow run tree, ASHA with
+Covers: grid and random search on the demo study (Optuna: tests/test_report.py, on a real
+MLflow server), every method, the MLflow run tree, ASHA with
 more trials than slots (no hang, early-stopped trials free their CPUs), and a starved trial
 failing with a clear error instead of waiting forever.
 """
@@ -61,13 +62,6 @@ def test_demo_grid_runs_every_method_and_builds_the_run_tree(ray_cluster, workdi
 def test_demo_runs_with_random_search(ray_cluster, workdir, capsys):
     assert main(["emotion_demo", "--search", "random", "--num-samples", "2", *SMALL]) == 0
     check_sampled_sweep(mlflow_runs(workdir, "emotion_demo")[1], "random", capsys)
-
-
-def test_demo_runs_with_optuna_tracked_on_a_real_mlflow_server(ray_cluster, workdir, capsys, mlflow_server, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    assert main(["emotion_demo", "--search", "optuna", "--num-samples", "2", *SMALL]) == 0
-    assert not (workdir / "mlflow.db").exists()  # everything went to the server
-    check_sampled_sweep(mlflow_runs(mlflow_server, "emotion_demo")[1], "optuna", capsys)
 
 
 def check_sampled_sweep(runs, search: str, capsys) -> None:

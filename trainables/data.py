@@ -31,6 +31,9 @@ class PreparedData:
     splits: DatasetDict
     label_names: list[str]
     tokenizer: Any  # travels with the data so workers pad exactly as the driver tokenized
+    # Raw validation texts (``text``, ``text_pair``), row-aligned with the tokenized split: each
+    # checkpoint's predictions file names the examples, for error analysis.
+    texts: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -213,4 +216,5 @@ def tokenize(ds: DatasetDict, tokenizer: Any, max_length: int, task: Task) -> Da
 def prepare(spec: Any, task: Task, tokenizer: Any, max_length: int, seed: int) -> PreparedData:
     datasets.disable_progress_bars()  # per-split bars drown the one-line errors and Tune's table
     raw, names = load_splits(spec, task, seed)
-    return PreparedData(splits=tokenize(raw, tokenizer, max_length, task), label_names=names, tokenizer=tokenizer)
+    texts = {c: list(raw["validation"][c]) for c in ("text", "text_pair") if c in raw["validation"].column_names}
+    return PreparedData(splits=tokenize(raw, tokenizer, max_length, task), label_names=names, tokenizer=tokenizer, texts=texts)

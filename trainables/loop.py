@@ -6,13 +6,14 @@ model is wrapped in DDP by ``ray.train.torch.prepare_model``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import resource
 import tempfile
 import time
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import ray
@@ -22,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, get_scheduler, set_seed
 
+from trainables import eval_files
 from trainables import model as models
 from trainables.metrics import classification_metrics
 from trainables.tasks import TASKS
@@ -49,7 +51,8 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, multi_label: bool) -> dict[str, float]:
+def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray, float]:
+    """Logits, labels and mean loss over ``loader``, in its order."""
     model.eval()
     logits, labels, loss_sum, n = [], [], 0.0, 0
     for batch in loader:
@@ -60,9 +63,35 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, m
         logits.append(out.logits.float().cpu().numpy())
         labels.append(batch["labels"].cpu().numpy())
     model.train()
-    metrics = classification_metrics(np.concatenate(logits), np.concatenate(labels), multi_label)
-    metrics["eval_loss"] = loss_sum / max(n, 1)
-    return metrics
+    return np.concatenate(logits), np.concatenate(labels), loss_sum / max(n, 1)
+
+
+def scores(logits: np.ndarray, labels: np.ndarray, loss: float, multi_label: bool) -> dict[str, float]:
+    return {**classification_metrics(logits, labels, multi_label), "eval_loss": loss}
+
+
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, multi_label: bool) -> dict[str, float]:
+    logits, labels, loss = predict(model, loader, device)
+    return scores(logits, labels, loss, multi_label)
+
+
+@dataclasses.dataclass
+class Evaluator:
+    """What rank 0 needs at each eval point: the eval loaders and what names the examples."""
+
+    loaders: dict[str, DataLoader]
+    device: torch.device
+    multi_label: bool
+    label_names: list[str]
+    texts: dict[str, list[str]]
+    # The model before training (fresh head, adapters at their identity init): its metrics
+    # (``base_*``) and validation logits, kept so every checkpoint can compare against it.
+    base: Optional[dict[str, Any]] = None
+
+    def score_base(self, net: torch.nn.Module) -> None:
+        logits, labels, loss = predict(net, self.loaders["validation"], self.device)
+        metrics = {f"base_{k}": v for k, v in scores(logits, labels, loss, self.multi_label).items()}
+        self.base = {"metrics": metrics, "logits": logits}
 
 
 def worker_nodes(world: int) -> dict[str, str]:
@@ -106,7 +135,10 @@ def train_worker(cfg: dict[str, Any]) -> None:
         if split in data.splits and "labels" in data.splits[split].column_names
     }
 
+    evaluator = Evaluator(eval_loaders, device, task.multi_label, data.label_names, data.texts)
     nodes = worker_nodes(world)
+    started = time.perf_counter()
+    gpus = float(study["resources"]["gpus_per_worker"]) * world
     plan = schedule(len(data.splits["train"]), training, world)
     total, every = plan["total_steps"], plan["eval_every"]
     params = [p for p in model.parameters() if p.requires_grad]
@@ -123,6 +155,7 @@ def train_worker(cfg: dict[str, Any]) -> None:
         with checkpoint.as_directory() as folder:
             state = restore(folder, net, optimizer, lr_schedule)
         progress, epoch_rng, resumed_from = state["progress"], state["epoch_rng"], state["progress"]["step"]
+        evaluator.base = state.get("base")
         torch.set_rng_state(state["rng"])
         if resumed_from >= total:
             # Restarted after its last report (worker lost at the very end, or a resumed study
@@ -134,6 +167,8 @@ def train_worker(cfg: dict[str, Any]) -> None:
                 ray.train.report({"step": resumed_from})
             return
 
+    elif rank == 0 and training.get("eval_base", True):
+        evaluator.score_base(net)
     step, micro, seen, train_time, epoch = (progress[k] for k in ("step", "micro", "seen", "train_time", "epoch"))
     skip = progress["micro_in_epoch"]  # batches of the current epoch already trained on
     loss_sum, loss_n = 0.0, 0
@@ -172,6 +207,9 @@ def train_worker(cfg: dict[str, Any]) -> None:
                     "learning_rate": lr_schedule.get_last_lr()[0],
                     "train_time_s": train_time,
                     "examples_per_s": seen * world / max(train_time, 1e-9),
+                    # this attempt's time since the worker started (model load + training + evals)
+                    "wall_time_s": time.perf_counter() - started,
+                    "gpu_hours": train_time * gpus / 3600,
                     "peak_memory_mb": peak_memory_mb(device),
                     "trainable_params": trainable_params,
                     "total_params": total_params,
@@ -186,8 +224,9 @@ def train_worker(cfg: dict[str, Any]) -> None:
                     "rng": torch.get_rng_state(),
                     "optimizer": optimizer.state_dict(),
                     "lr_schedule": lr_schedule.state_dict(),
+                    "base": evaluator.base,
                 }
-                _report(rank, net, metrics, state, eval_loaders, device, task.multi_label, final=step == total)
+                _report(rank, net, metrics, state, evaluator, final=step == total)
             if step >= total:
                 break
         epoch += 1
@@ -210,17 +249,23 @@ def restore(folder: str, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return state
 
 
-def _report(rank: int, net: torch.nn.Module, metrics: dict[str, Any], state: dict[str, Any], loaders: dict[str, DataLoader], device: torch.device, multi_label: bool, final: bool) -> None:
-    """Rank 0 evaluates and checkpoints: the adapter (never the base weights) and what resuming
-    needs (optimizer, LR schedule, step counters, RNG); every rank reports."""
+def _report(rank: int, net: torch.nn.Module, metrics: dict[str, Any], state: dict[str, Any], ev: Evaluator, final: bool) -> None:
+    """Rank 0 evaluates and checkpoints: the adapter (never the base weights), its validation
+    predictions (``eval/``) and what resuming needs (optimizer, LR schedule, step counters, RNG);
+    every rank reports."""
     if rank != 0:
         ray.train.report({"step": metrics["step"]})
         return
-    metrics.update(evaluate(net, loaders["validation"], device, multi_label))
-    if final and "test" in loaders:
-        metrics.update({f"test_{k}": v for k, v in evaluate(net, loaders["test"], device, multi_label).items()})
+    logits, labels, loss = predict(net, ev.loaders["validation"], ev.device)
+    metrics.update(scores(logits, labels, loss, ev.multi_label))
+    if ev.base is not None:
+        metrics.update(ev.base["metrics"])
+    if final and "test" in ev.loaders:
+        metrics.update({f"test_{k}": v for k, v in evaluate(net, ev.loaders["test"], ev.device, ev.multi_label).items()})
     with tempfile.TemporaryDirectory() as tmp:
         net.save_pretrained(tmp)  # peft: adapter + trained head (modules_to_save) only
+        base_logits = ev.base["logits"] if ev.base is not None else None
+        eval_files.write(tmp, logits, labels, ev.label_names, ev.multi_label, ev.texts, base_logits)
         with open(os.path.join(tmp, "trial_state.json"), "w") as f:
             json.dump(metrics, f)
         torch.save(state, os.path.join(tmp, TRAINING_STATE))

@@ -1,0 +1,199 @@
+"""``python -m sweeps.export STUDY|RUN_ID --out DIR [--merge]``: the best trial, ready to use.
+
+Writes the best trial's adapter (and trained head) with the fine-tuned model's config
+(labels) and tokenizer, or with ``--merge`` the adapter folded into the base weights: a plain
+transformers model folder. Either loads with plain transformers + peft (see the README.md
+written next to it); ``--push-to-hub REPO`` uploads the folder (token from $HF_TOKEN).
+
+Exit codes: 0 written, 2 bad input (unknown study/run, no adapter, folder in use, no token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import mlflow
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from sweeps import runs
+from sweeps.errors import StudyError
+from sweeps.trial_artifacts import ADAPTER, ADAPTER_FILES
+from trainables.inference import EXPORT_INFO
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and any(out.iterdir()) and not (out / EXPORT_INFO).is_file():
+        raise StudyError("--out", f"{out} exists and holds other files", "pass a new or empty folder (an earlier export there is replaced)")
+
+
+def _hub_token() -> str:
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if not token:
+        raise StudyError("--push-to-hub", "no Hugging Face token in the environment", "export HF_TOKEN=<a token with write access>")
+    return token
+
+
+def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, trial_run_id: Optional[str] = None) -> dict[str, Any]:
+    """Export the parent's best trial (or ``trial_run_id``) to ``out``; returns the export info."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from trainables.methods import METHODS
+    from trainables.model import load_tokenizer, resolve
+    from trainables.tasks import TASKS
+
+    settings = runs.parent_yaml(client, parent, runs.STUDY_FILE)
+    data = runs.parent_yaml(client, parent, runs.DATA_FILE)
+    if not settings or not data:
+        raise StudyError("run", f"parent run {parent.info.run_id} has no {runs.STUDY_FILE} / {runs.DATA_FILE}", "export a study run by this version of sweeps")
+    trial = client.get_run(trial_run_id) if trial_run_id else runs.best_trial(client, parent)
+    _check_out(out)
+    method, task, ref = trial.data.tags["method"], TASKS[settings["task"]], settings["model"]
+    labels: list[str] = data["label_names"]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            adapter = Path(mlflow.artifacts.download_artifacts(run_id=trial.info.run_id, artifact_path=ADAPTER, dst_path=tmp, tracking_uri=client.tracking_uri))
+        except Exception:
+            raise StudyError("trial", f"trial run {trial.info.run_id} has no {ADAPTER}/ artifact", "pick a trial that finished (see python -m sweeps.report)") from None
+        base_path = resolve(ref)
+        tokenizer = load_tokenizer(ref)
+        config = AutoConfig.from_pretrained(
+            base_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={n: i for i, n in enumerate(labels)}, problem_type=task.problem_type,
+        )
+        if config.pad_token_id is None:
+            config.pad_token_id = tokenizer.pad_token_id  # decoder heads pool the last non-pad token
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        quantization = None
+        if merge:
+            # Full-precision base (also for QLoRA: its adapter merges into dequantized weights).
+            base = AutoModelForSequenceClassification.from_pretrained(base_path, config=config)
+            PeftModel.from_pretrained(base, adapter).merge_and_unload().save_pretrained(out)
+        else:
+            for name in ADAPTER_FILES:
+                if (adapter / name).is_file():
+                    shutil.copy(adapter / name, out / name)
+            # The base as this machine finds it (a packaged model's folder differs per machine).
+            adapter_config = json.loads((out / "adapter_config.json").read_text())
+            adapter_config["base_model_name_or_path"] = base_path
+            (out / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
+            config.save_pretrained(out)
+            spec = METHODS[method]
+            if spec.quantized:
+                device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+                quantization = spec.quantization(device).to_dict()
+        tokenizer.save_pretrained(out)
+    metric = settings["search"]["metric"]
+    info = {
+        "study": settings.get("name"),
+        "parent_run_id": parent.info.run_id,
+        "trial_run_id": trial.info.run_id,
+        "tracking_uri": client.tracking_uri,
+        "method": method,
+        "params": runs.sampled_params(trial),
+        "metric": metric,
+        "value": trial.data.metrics.get(metric),
+        "task": settings["task"],
+        "model": ref,
+        "base_model": base_path,
+        "labels": labels,
+        "max_length": settings["training"]["max_length"],
+        "merged": merge,
+        "quantization": quantization,
+    }
+    (out / EXPORT_INFO).write_text(json.dumps(info, indent=2))
+    (out / "README.md").write_text(model_card(info))
+    return info
+
+
+def model_card(info: dict[str, Any]) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in sorted(info["params"].items()))
+    if info["merged"]:
+        load = (
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+            "model = AutoModelForSequenceClassification.from_pretrained(FOLDER)\n"
+            "tokenizer = AutoTokenizer.from_pretrained(FOLDER)\n"
+        )
+        what = f"The {info['method']} adapter merged into the base weights of `{info['model']}`: a plain transformers model."
+    else:
+        quant = ""
+        if info["quantization"]:
+            quant = (
+                "# QLoRA: the adapter was trained on a 4-bit base; load it the same way\n"
+                "kwargs = {'quantization_config': BitsAndBytesConfig.from_dict(json.load(open(f'{FOLDER}/sweep_export.json'))['quantization']), 'device_map': 'cpu'}\n"
+            )
+        load = (
+            "import json\n"
+            "from peft import PeftModel\n"
+            "from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig\n"
+            "kwargs = {}\n" + quant +
+            "config = AutoConfig.from_pretrained(FOLDER)  # labels and head of the fine-tuned model\n"
+            f"base = AutoModelForSequenceClassification.from_pretrained({info['base_model']!r}, config=config, **kwargs)\n"
+            "model = PeftModel.from_pretrained(base, FOLDER).eval()\n"
+            "tokenizer = AutoTokenizer.from_pretrained(FOLDER)\n"
+        )
+        what = f"The {info['method']} adapter (and trained classification head) for base model `{info['model']}`."
+    return (
+        f"# {info['study']}: best trial\n\n{what}\n\n"
+        f"- task: {info['task']}; labels: {', '.join(info['labels'])}\n"
+        f"- {info['metric']}: {info['value']}\n"
+        f"- hyperparameters: {params}\n"
+        f"- MLflow: parent run `{info['parent_run_id']}`, trial run `{info['trial_run_id']}`\n\n"
+        "## Load\n\n```python\nFOLDER = '.'  # this folder\n" + load + "```\n\n"
+        "Or: `python -m sweeps.predict " + f"{info['parent_run_id']} \"some text\"`.\n"
+    )
+
+
+def push(out: Path, repo: str, token: str) -> str:
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo, private=True, exist_ok=True)
+    api.upload_folder(folder_path=str(out), repo_id=repo, commit_message="sweeps.export")
+    return f"https://huggingface.co/{repo}"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sweeps.export", description="Export a study's best adapter (or merged model), loadable with plain transformers + peft.")
+    p.add_argument("ref", metavar="STUDY|RUN_ID", help="study name or path (its latest finished run), or an MLflow parent run id")
+    p.add_argument("--out", required=True, help="folder to write (new or empty; an earlier export there is replaced)")
+    p.add_argument("--merge", action="store_true", help="merge the adapter into the base weights (a standalone model folder)")
+    p.add_argument("--trial", help="export this trial run id instead of the best")
+    p.add_argument("--push-to-hub", metavar="REPO", help="also upload the folder to this Hugging Face repo (private; token from $HF_TOKEN)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's, else $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    from trainables.inference import quiet
+
+    quiet()
+    out = Path(args.out).expanduser()
+    try:
+        token = _hub_token() if args.push_to_hub else ""
+        client, parent = runs.find_parent(args.ref, args.tracking_uri)
+        info = export(client, parent, out, merge=args.merge, trial_run_id=args.trial)
+    except StudyError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    kind = "merged model" if info["merged"] else f"{info['method']} adapter"
+    print(f"exported the {kind} of trial run {info['trial_run_id']} ({info['metric']} {info['value']:.4f}) to {out}")
+    if args.push_to_hub:
+        print(f"pushed to {push(out, args.push_to_hub, token)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

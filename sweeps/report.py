@@ -1,0 +1,183 @@
+"""``python -m sweeps.report STUDY|RUN_ID``: what a sweep taught, in the terminal and as files.
+
+The same report is logged to the study's parent MLflow run (folder ``report/``) when a sweep
+ends; this command rebuilds it from MLflow at any time (also for a run on another machine):
+leaderboard, method comparison, base vs best, error analysis of the best trial, Optuna plots,
+and the best configuration as a ready-to-run study file.
+
+Exit codes: 0 written, 2 bad input (unknown study or run, nothing finished yet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import mlflow
+import pandas as pd
+import yaml
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from sweeps import error_analysis, leaderboard, runs
+from sweeps.errors import StudyError
+from trainables import eval_files
+
+# Leaderboard columns shown in the terminal (the files have all of them).
+TERMINAL_COLUMNS = ("rank", "trial", "method", "status", "at_step", "params", "trainable_%", "peak_memory_mb", "train_time_s")
+
+
+@dataclasses.dataclass
+class Report:
+    folder: Path
+    metric: str
+    board: pd.DataFrame
+    methods: pd.DataFrame
+    base_vs_best: pd.DataFrame
+    best_run_id: Optional[str]
+    notes: list[str]
+
+    def terminal(self, title: str) -> str:
+        metric = self.metric
+        cols = [c for c in self.board.columns if c in TERMINAL_COLUMNS or c in (metric, f"test_{metric}", f"base_{metric}")]
+        parts = [title, "", "Leaderboard", leaderboard.markdown(self.board[cols]), "", "Methods", leaderboard.markdown(self.methods)]
+        if len(self.base_vs_best):
+            parts += ["", "Base (before training) vs best trial", leaderboard.markdown(self.base_vs_best)]
+        parts += [""] + self.notes + [f"report written to {self.folder}"]
+        return "\n".join(parts)
+
+
+def _study_settings(client: MlflowClient, parent: Run) -> dict[str, Any]:
+    found = runs.parent_yaml(client, parent, runs.STUDY_FILE)
+    if found:
+        return found
+    p = parent.data.params  # older runs: the flattened params
+    return {"name": parent.data.tags.get("study", ""), "search": {"metric": p.get("search.metric", "f1_macro"), "mode": p.get("search.mode", "max")}}
+
+
+def best_study(settings: dict[str, Any], best: Run, metric: str, value: float) -> str:
+    """A ready-to-run study file that trains the best trial's configuration once."""
+    out = {k: v for k, v in settings.items() if k not in ("space",)}
+    name = settings.get("name", "study")
+    chosen = {k: yaml.safe_load(v) for k, v in runs.sampled_params(best).items()}
+    method = chosen.pop("method", best.data.tags.get("method"))
+    out["name"] = f"{name}_best"
+    out["description"] = f"best trial of {name} ({metric} {value:.4f}, MLflow run {best.info.run_id}), trained once"
+    out["methods"] = [method]
+    out["search_space"] = {"name": (settings.get("search_space") or {}).get("name", ""), "overrides": chosen}
+    out["search"] = {**(settings.get("search") or {}), "algorithm": "grid", "num_samples": 1, "max_concurrent_trials": 1}
+    out["scheduler"] = {"name": "none"}
+    out = _without_nulls(out)
+    header = (
+        f"# {name}_best: the best configuration of study {name} (MLflow run {best.info.run_id},\n"
+        f"# {metric} {value:.4f} at its best eval point), as one grid point trained once.\n"
+        f"# Launch:   python -m sweeps.run {name}_best.yaml   (a path; add --set ... to change anything)\n"
+    )
+    return header + yaml.safe_dump(out, sort_keys=False)
+
+
+def _without_nulls(value: Any) -> Any:
+    """Drop unset keys: the file shows what was chosen, the schema fills in the rest."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None and v != {}}
+    return value
+
+
+def write(client: MlflowClient, parent: Run, folder: Path) -> Report:
+    """Build the report of ``parent``'s study into ``folder`` (created)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = _study_settings(client, parent)
+    metric, mode = settings["search"]["metric"], settings["search"]["mode"]
+    trials = runs.trial_runs(client, parent)
+    scores = leaderboard.score_trials(client, trials, metric, mode, parent.data.tags.get("best_run_id"))
+    board = leaderboard.leaderboard(scores, metric) if scores else pd.DataFrame(columns=["rank", "trial", "method", "status", metric])
+    methods = leaderboard.method_comparison(board, metric, mode) if len(board) else pd.DataFrame()
+    notes: list[str] = []
+    board.to_csv(folder / "leaderboard.csv", index=False)
+    methods.to_csv(folder / "method_comparison.csv", index=False)
+    sections = [f"# Study {settings.get('name', '')}: {metric} ({mode})", "", f"Parent MLflow run `{parent.info.run_id}`, {len(trials)} trials.", ""]
+    sections += ["## Leaderboard", "", leaderboard.markdown(board, drop=("run_id",)), "", "## Methods", "", leaderboard.markdown(methods)]
+    (folder / "leaderboard.md").write_text(leaderboard.markdown(board, drop=("run_id",)) + "\n")
+    (folder / "method_comparison.md").write_text(leaderboard.markdown(methods) + "\n")
+
+    best = next((s for s in scores if s.best is not None), None)
+    bvb = pd.DataFrame()
+    if best is not None:
+        bvb = leaderboard.base_vs_best(client, best)
+        bvb.to_csv(folder / "base_vs_best.csv", index=False)
+        (folder / "base_vs_best.md").write_text(leaderboard.markdown(bvb) + "\n")
+        (folder / "best_study.yaml").write_text(best_study(settings, best.run, metric, best.best))
+        sections += ["", f"## Base (before training) vs best trial ({best.run.data.tags.get('trial_name', '')})", "", leaderboard.markdown(bvb)]
+        sections += ["", "Ready-to-run best configuration: [best_study.yaml](best_study.yaml)"]
+        errors = _error_analysis(client, best.run, folder)
+        if errors:
+            sections += ["", "## Error analysis (best trial, validation split)", "", errors]
+        else:
+            notes.append("no predictions artifact on the best trial: error analysis skipped")
+    else:
+        notes.append("no trial reported a score: no best trial")
+    missing = _optuna_plots(client, parent, settings, scores, metric, mode, folder / "plots")
+    plots = sorted(p.name for p in (folder / "plots").glob("*.png"))
+    if plots:
+        sections += ["", "## Optuna plots", ""] + [f"![{p[:-4]}](plots/{p})" for p in plots]
+    for name, why in missing.items():
+        notes.append(f"plot {name} not drawn: {why}")
+    (folder / "report.md").write_text("\n".join(sections) + "\n")
+    return Report(folder, metric, board, methods, bvb, best.run.info.run_id if best else None, notes)
+
+
+def _error_analysis(client: MlflowClient, best: Run, folder: Path) -> Optional[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=best.info.run_id, artifact_path=f"{eval_files.FOLDER}/{eval_files.PREDICTIONS}",
+                dst_path=tmp, tracking_uri=client.tracking_uri,
+            )
+        except Exception:
+            return None
+        grouped = error_analysis.with_groups(pd.read_csv(path, keep_default_na=False))
+    grouped.to_csv(folder / "error_analysis.csv", index=False)
+    text = error_analysis.report_markdown(grouped)
+    (folder / "error_analysis.md").write_text(text)
+    return text
+
+
+def _optuna_plots(client: MlflowClient, parent: Run, settings: dict[str, Any], scores: list, metric: str, mode: str, folder: Path) -> dict[str, str]:
+    from sweeps.optuna_view import as_optuna_study
+    from sweeps.plots import optuna_pngs
+
+    space = runs.parent_yaml(client, parent, runs.SPACE_FILE)
+    if not space or not scores:
+        return {"all": "no search space artifact or no trials"}
+    study = as_optuna_study(scores, space, list(settings.get("methods") or []), mode, client, metric)
+    return optuna_pngs(study, folder)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sweeps.report", description="Leaderboard, method comparison, base vs best, error analysis and Optuna plots of a finished study.")
+    p.add_argument("ref", metavar="STUDY|RUN_ID", help="study name or path (its latest finished run), or an MLflow parent run id")
+    p.add_argument("--out", help="folder for the report (default: reports/<experiment>-<run id prefix>)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's, else $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        client, parent = runs.find_parent(args.ref, args.tracking_uri)
+    except StudyError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    name = parent.data.tags.get("study", args.ref)
+    out = Path(args.out or f"reports/{name}-{parent.info.run_id[:8]}")
+    report = write(client, parent, out)
+    print(report.terminal(f"Study {name}, parent run {parent.info.run_id} ({parent.info.status})"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

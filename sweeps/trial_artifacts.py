@@ -1,0 +1,72 @@
+"""A trial's files in MLflow: the adapter of its best checkpoint and that checkpoint's
+validation report (predictions, per-class scores, confusion matrix as CSV and PNG).
+
+Runs in the driver when a trial ends, reading the checkpoint from Ray storage (a local folder
+or s3://...), so workers never need to reach the MLflow store.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from mlflow.tracking import MlflowClient
+from pyarrow.fs import FileType
+
+from sweeps.plots import confusion_png
+from trainables import eval_files
+
+ADAPTER = "adapter"  # artifact folder of the adapter (+ trained head), what export/predict load
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+class BestCheckpoints:
+    """Each trial's checkpoints by score: the best is the one Ray Train keeps (num_to_keep=1
+    ordered by the study metric); the others are fallbacks in case Train broke a tie the
+    other way."""
+
+    def __init__(self, metric: str, mode: str) -> None:
+        self.metric, self.mode = metric, mode
+        self._seen: dict[str, list[tuple[float, int, str]]] = {}
+
+    def add(self, trial: str, result: dict) -> None:
+        path, value = result.get("checkpoint_path"), result.get(self.metric)
+        if isinstance(path, str) and isinstance(value, (int, float)):
+            entries = self._seen.setdefault(trial, [])
+            entries.append((float(value) if self.mode == "max" else -float(value), -len(entries), path))
+
+    def ranked(self, trial: str) -> list[str]:
+        return [path for *_, path in sorted(self._seen.get(trial, []), reverse=True)]
+
+
+def log_best(client: MlflowClient, run_id: str, candidates: list[str], title: str) -> Optional[str]:
+    """Log the first existing checkpoint of ``candidates`` to ``run_id``; returns its path."""
+    from ray.train import Checkpoint
+
+    for path in candidates:
+        try:
+            checkpoint = Checkpoint(path)
+            if checkpoint.filesystem.get_file_info(checkpoint.path).type != FileType.Directory:
+                continue
+        except (OSError, ValueError):
+            continue
+        with checkpoint.as_directory() as folder:
+            _log_folder(client, run_id, Path(folder), title)
+        client.set_tag(run_id, "best_checkpoint", path)
+        return path
+    return None
+
+
+def _log_folder(client: MlflowClient, run_id: str, folder: Path, title: str) -> None:
+    for name in ADAPTER_FILES:
+        if (folder / name).is_file():
+            client.log_artifact(run_id, str(folder / name), ADAPTER)
+    report = folder / eval_files.FOLDER
+    if report.is_dir():
+        client.log_artifacts(run_id, str(report), eval_files.FOLDER)
+        matrix = report / eval_files.CONFUSION
+        if matrix.is_file():
+            with tempfile.TemporaryDirectory() as tmp:
+                png = confusion_png(matrix, Path(tmp) / "confusion_matrix.png", title)
+                client.log_artifact(run_id, str(png), eval_files.FOLDER)

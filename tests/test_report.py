@@ -1,0 +1,320 @@
+"""What a sweep teaches, checked on one real Optuna sweep of the demo tracked on a real MLflow
+tracking server: each trial's costs, curves and files; the study report on the parent run;
+``sweeps.report``, ``sweeps.export`` (with and without ``--merge``) and ``sweeps.predict``;
+and the MLflow UI in a real (headless) browser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from sweeps import export as export_cli
+from sweeps import predict as predict_cli
+from sweeps import report as report_cli
+from sweeps.run import main as run_main
+from tests.conftest import local_ray, mlflow_runs, running_mlflow_server
+
+pytestmark = pytest.mark.ray
+
+REPO = Path(__file__).resolve().parents[1]
+# Small, but enough training (40 steps at a high learning rate) that trials learn and differ.
+SMALL = [
+    "--set", "data.rows=200", "--set", "training.epochs=2", "--set", "training.batch_size=16", "--set", "training.max_length=24",
+    "--set", "search.max_concurrent_trials=2", "--set", "search_space.overrides.learning_rate={type: loguniform, low: 0.005, high: 0.02}",
+]
+METRICS = ("accuracy", "f1_macro", "f1_micro", "precision_macro", "recall_macro", "eval_loss")
+COSTS = ("trainable_params", "total_params", "peak_memory_mb", "train_time_s", "wall_time_s", "examples_per_s", "gpu_hours")
+REPORT_FILES = (
+    "report.md", "leaderboard.csv", "leaderboard.md", "method_comparison.csv", "method_comparison.md",
+    "base_vs_best.csv", "base_vs_best.md", "error_analysis.md", "error_analysis.csv", "best_study.yaml",
+    "plots/optimization_history.png", "plots/param_importances.png", "plots/parallel_coordinate.png", "plots/slice.png",
+)
+
+
+@dataclasses.dataclass
+class Sweep:
+    folder: Path
+    uri: str
+    client: object
+    parent: object
+    trials: list
+
+    def artifact(self, run_id: str, path: str, dst: Path) -> Path:
+        import mlflow
+
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst), tracking_uri=self.uri))
+
+    def files(self, run_id: str, path: str = "") -> set[str]:
+        out = set()
+        for f in self.client.list_artifacts(run_id, path or None):
+            out |= self.files(run_id, f.path) if f.is_dir else {f.path}
+        return out
+
+    def history(self, run_id: str, key: str) -> dict[int, float]:
+        return {m.step: m.value for m in self.client.get_metric_history(run_id, key)}
+
+    @property
+    def best(self):
+        return next(r for r in self.trials if r.info.run_id == self.parent.data.tags["best_run_id"])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, server) -> Sweep:
+    folder = tmp_path_factory.mktemp("report-sweep")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        mp.setenv("MLFLOW_TRACKING_URI", server)
+        mp.delenv("RAY_ADDRESS", raising=False)
+        local_ray()
+        assert run_main(["emotion_demo", "--search", "optuna", "--num-samples", "3", *SMALL]) == 0
+    assert not (folder / "mlflow.db").exists()  # everything went to the server
+    client, runs = mlflow_runs(server, "emotion_demo")
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return Sweep(folder, server, client, parent, trials)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("SWEEPS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_optuna_sweep_on_a_tracking_server_records_every_trial(sweep):
+    assert sweep.parent.data.tags["search"] == "optuna" and sweep.parent.info.status == "FINISHED"
+    assert len(sweep.trials) == 3
+    for run in sweep.trials:
+        assert 5e-3 <= float(run.data.params["learning_rate"]) <= 2e-2  # sampled from the overridden range
+        assert run.info.status == "FINISHED" and "f1_macro" in run.data.metrics
+
+
+def test_each_trial_run_has_costs_curves_base_scores_and_its_best_checkpoint_files(sweep, tmp_path):
+    rows = json.loads(sweep.artifact(sweep.parent.info.run_id, "data.json", tmp_path).read_text())["rows"]
+    for run in sweep.trials:
+        m, run_id = run.data.metrics, run.info.run_id
+        for key in COSTS + tuple(f"base_{k}" for k in METRICS):
+            assert key in m, key
+        assert m["gpu_hours"] == 0  # CPU trials
+        assert m["trainable_params"] < m["total_params"] / 50
+        f1 = sweep.history(run_id, "f1_macro")
+        points = 4 if run.data.tags["status"] == "completed" else 2  # ASHA's grace period: 2
+        assert len(f1) == points and len(sweep.history(run_id, "train_loss")) == points  # learning curves
+        files = sweep.files(run_id)
+        assert {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "eval/predictions.csv",
+                "eval/per_class.csv", "eval/confusion_matrix.csv", "eval/confusion_matrix.png"} <= files
+
+        # The files come from the trial's best checkpoint: they reproduce its best eval point.
+        from safetensors.numpy import load_file
+
+        local = tmp_path / run_id
+        weights = load_file(str(sweep.artifact(run_id, "adapter/adapter_model.safetensors", local)))
+        assert all(("lora_" in k or "ia3_" in k or "classifier" in k) for k in weights), "adapter only, no base weights"
+        per_class = pd.read_csv(sweep.artifact(run_id, "eval/per_class.csv", local))
+        assert per_class["f1"].mean() == pytest.approx(max(f1.values()), abs=1e-6)
+        assert per_class["support"].sum() == rows["validation"]
+        matrix = pd.read_csv(sweep.artifact(run_id, "eval/confusion_matrix.csv", local), index_col=0)
+        assert matrix.values.sum() == rows["validation"] and list(matrix.index) == list(per_class["label"])
+        pred = pd.read_csv(sweep.artifact(run_id, "eval/predictions.csv", local), keep_default_na=False)
+        accuracy = (pred["label"] == pred["prediction"]).mean()
+        at_best = [s for s, v in f1.items() if v == max(f1.values())]
+        assert any(accuracy == pytest.approx(sweep.history(run_id, "accuracy")[s], abs=1e-9) for s in at_best)
+        base_accuracy = (pred["label"] == pred["base_prediction"]).mean()
+        assert base_accuracy == pytest.approx(m["base_accuracy"], abs=1e-9)
+
+
+def test_parent_run_holds_the_study_report(sweep, tmp_path):
+    parent_id = sweep.parent.info.run_id
+    files = sweep.files(parent_id)
+    assert {"study.yaml", "search_space.yaml", "data.json"} <= files
+    assert {f"report/{f}" for f in REPORT_FILES} <= files
+    board = pd.read_csv(sweep.artifact(parent_id, "report/leaderboard.csv", tmp_path))
+    assert len(board) == 3 and list(board["f1_macro"]) == sorted(board["f1_macro"], reverse=True)
+    assert board.iloc[0]["run_id"] == sweep.best.info.run_id
+    assert board.iloc[0]["f1_macro"] == pytest.approx(sweep.parent.data.metrics["best_f1_macro"])
+    methods = pd.read_csv(sweep.artifact(parent_id, "report/method_comparison.csv", tmp_path))
+    assert set(methods["method"]) == {r.data.tags["method"] for r in sweep.trials}
+    for col in ("best_f1_macro", "trainable_params", "peak_memory_mb", "train_time_s", "base_f1_macro"):
+        assert methods[col].notna().all(), col
+    base_vs_best = pd.read_csv(sweep.artifact(parent_id, "report/base_vs_best.csv", tmp_path)).set_index("metric")
+    assert base_vs_best.loc["f1_macro", "fine-tuned (best trial)"] == pytest.approx(board.iloc[0]["f1_macro"])
+    assert base_vs_best.loc["f1_macro", "base (before training)"] == pytest.approx(sweep.best.data.metrics["base_f1_macro"])
+    grouped = pd.read_csv(sweep.artifact(parent_id, "report/error_analysis.csv", tmp_path), keep_default_na=False)
+    rows = json.loads(sweep.artifact(parent_id, "data.json", tmp_path).read_text())["rows"]
+    assert len(grouped) == rows["validation"]
+    text = sweep.artifact(parent_id, "report/error_analysis.md", tmp_path).read_text()
+    counts = grouped["group"].value_counts()
+    for group in ("both right", "base right, tuned wrong", "base wrong, tuned right", "both wrong"):
+        assert f"| {group} | {counts.get(group, 0)} |" in text
+
+
+def test_best_config_file_runs_the_best_trial_as_a_study(sweep, tmp_path, capsys):
+    path = sweep.artifact(sweep.parent.info.run_id, "report/best_study.yaml", tmp_path)
+    study = yaml.safe_load(path.read_text())
+    assert study["methods"] == [sweep.best.data.tags["method"]] and study["search"]["algorithm"] == "grid"
+    assert study["search_space"]["overrides"]["learning_rate"] == float(sweep.best.data.params["learning_rate"])
+    assert run_main([str(path), "--dry-run"]) == 0
+    assert "1 trial" in capsys.readouterr().out
+
+
+def test_report_command_prints_the_leaderboard_and_writes_the_same_report(sweep, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert report_cli.main(["emotion_demo", "--tracking-uri", sweep.uri, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Leaderboard" in printed and "Methods" in printed and "Base (before training) vs best trial" in printed
+    for run in sweep.trials:
+        assert run.data.tags["trial_name"] in printed
+    for f in REPORT_FILES:
+        assert (out / f).is_file(), f
+    logged = pd.read_csv(sweep.artifact(sweep.parent.info.run_id, "report/leaderboard.csv", tmp_path))
+    again = pd.read_csv(out / "leaderboard.csv")
+    assert list(again["run_id"]) == list(logged["run_id"]) and np.allclose(again["f1_macro"], logged["f1_macro"])
+    # by parent run id too; an unknown run is bad input
+    assert report_cli.main([sweep.parent.info.run_id, "--tracking-uri", sweep.uri, "--out", str(tmp_path / "r2")]) == 0
+    assert report_cli.main(["0" * 32, "--tracking-uri", sweep.uri]) == 2
+    assert "no MLflow run" in capsys.readouterr().err
+
+
+def plain_load(folder: Path, full_precision: bool = False):
+    """How a user loads the export: transformers + peft only."""
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
+
+    info = json.loads((folder / "sweep_export.json").read_text())
+    kwargs = {}
+    if info["quantization"] and not full_precision:
+        kwargs = {"quantization_config": BitsAndBytesConfig.from_dict(info["quantization"]), "device_map": "cpu"}
+    base = AutoModelForSequenceClassification.from_pretrained(info["base_model"], config=AutoConfig.from_pretrained(folder), **kwargs)
+    return PeftModel.from_pretrained(base, folder).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def logits_of(model, tokenizer, texts: list[str], max_length: int = 32):
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(texts), 32):
+            enc = tokenizer(texts[i:i + 32], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            out.append(model(**enc).logits.float().numpy())
+    return np.concatenate(out)
+
+
+def test_exported_adapter_reloads_with_plain_peft_and_predicts_as_the_sweep_did(sweep, tmp_path, cache, capsys):
+    out = tmp_path / "export"
+    assert export_cli.main(["emotion_demo", "--tracking-uri", sweep.uri, "--out", str(out)]) == 0
+    info = json.loads((out / "sweep_export.json").read_text())
+    assert info["trial_run_id"] == sweep.best.info.run_id and not info["merged"]
+    assert (out / "README.md").is_file() and (out / "tokenizer.json").is_file()
+    assert sum(f.stat().st_size for f in out.iterdir()) < 5 * 2**20  # adapter + tokenizer, no base weights
+
+    # The sweep's own validation predictions of this checkpoint.
+    pred = pd.read_csv(sweep.artifact(sweep.best.info.run_id, "eval/predictions.csv", tmp_path), keep_default_na=False)
+    model, tokenizer = plain_load(out)
+    logits = logits_of(model, tokenizer, list(pred["text"]))
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    assert [names[i] for i in logits.argmax(-1)] == list(pred["prediction"])
+    assert np.allclose(probs.max(-1), pred["confidence"], atol=1e-3)
+
+    # sweeps.predict gives the same answers.
+    texts = list(pred["text"][:5])
+    capsys.readouterr()
+    assert predict_cli.main(["emotion_demo", *texts, "--json", "--tracking-uri", sweep.uri]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["labels"][0] for r in rows] == list(pred["prediction"][:5])
+    assert np.allclose([max(r["scores"].values()) for r in rows], probs.max(-1)[:5], atol=1e-5)
+    assert (cache / "adapters" / sweep.best.info.run_id / "sweep_export.json").is_file()
+
+
+def test_merged_export_is_a_plain_model_equal_to_its_adapter_on_the_full_precision_base(sweep, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    for run in sweep.trials:  # every method the sweep tried
+        adapter, merged = tmp_path / f"a-{run.info.run_id}", tmp_path / f"m-{run.info.run_id}"
+        assert export_cli.main([sweep.parent.info.run_id, "--trial", run.info.run_id, "--tracking-uri", sweep.uri, "--out", str(adapter)]) == 0
+        assert export_cli.main([sweep.parent.info.run_id, "--trial", run.info.run_id, "--tracking-uri", sweep.uri, "--out", str(merged), "--merge"]) == 0
+        assert (merged / "model.safetensors").is_file() and not (merged / "adapter_config.json").exists()
+        texts = ["i feel so happy about my new job", "right now i feel so gloomy", "i am scared of the exam", "what a lovely surprise"]
+        plain = AutoModelForSequenceClassification.from_pretrained(merged).eval()
+        ref_model, tokenizer = plain_load(adapter, full_precision=True)
+        assert np.allclose(logits_of(plain, AutoTokenizer.from_pretrained(merged), texts), logits_of(ref_model, tokenizer, texts), atol=1e-4), run.data.tags["method"]
+
+
+def test_predict_reads_a_file_and_bad_input_exits_2_writing_nothing(sweep, tmp_path, cache, capsys):
+    file = tmp_path / "texts.txt"
+    file.write_text("i feel so happy today\n\ni am terrified of spiders\nlately i feel so lonely\n")
+    assert predict_cli.main(["emotion_demo", "--file", str(file), "--tracking-uri", sweep.uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[1].endswith("\ti am terrified of spiders")
+    assert predict_cli.main(["emotion_demo", "--tracking-uri", sweep.uri]) == 2
+    assert "nothing to predict" in capsys.readouterr().err
+    assert predict_cli.main(["no_such_study", "hi"]) == 2
+    assert "unknown study" in capsys.readouterr().err
+    out = tmp_path / "hub"
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    with pytest.MonkeyPatch.context() as mp:
+        for key in set(os.environ) - set(env):
+            mp.delenv(key)
+        assert export_cli.main(["emotion_demo", "--tracking-uri", sweep.uri, "--out", str(out), "--push-to-hub", "me/demo"]) == 2
+    assert "HF_TOKEN" in capsys.readouterr().err and not out.exists()
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    assert export_cli.main(["emotion_demo", "--tracking-uri", sweep.uri, "--out", str(busy)]) == 2
+    assert (busy / "notes.txt").read_text() == "mine" and len(list(busy.iterdir())) == 1
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_mlflow_ui_lists_the_study_and_its_trials_in_a_real_browser(sweep, tmp_path):
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: bash scripts/setup.sh --tests installs it")
+        pytest.skip("no chromium: run bash scripts/setup.sh --tests")
+    from playwright.sync_api import sync_playwright
+
+    experiment = sweep.parent.info.experiment_id
+    shot = tmp_path / "mlflow_ui.png"
+    with sync_playwright() as p:
+        # Flags: no sandbox as root, and no background connections (this machine has no internet).
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync",
+        ])
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 640})
+            page.goto(f"{sweep.uri}/#/experiments/{experiment}/runs")
+            page.get_by_text("matching runs").wait_for(timeout=60_000)
+            close = page.get_by_role("button", name="Close")  # the assistant side panel, if shown
+            if close.count():
+                close.first.click()
+            names = page.locator("[role=gridcell][col-id='attributes.`Run Name`']")
+            names.locator("button").first.click()  # expand the study's parent run
+            page.get_by_text(sweep.trials[0].data.tags["trial_name"]).wait_for(timeout=30_000)
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(shot))
+            listed = " ".join(names.all_inner_texts())
+        finally:
+            browser.close()
+    assert sweep.parent.info.run_name in listed
+    for run in sweep.trials:
+        assert run.data.tags["trial_name"] in listed
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("SWEEPS_UPDATE_DOCS"):  # refresh the README's screenshot
+        shutil.copy(shot, REPO / "docs" / "mlflow_ui.png")
