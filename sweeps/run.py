@@ -64,6 +64,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    for r in outcome.results:
+        if r.error is not None:
+            name = r.path.rstrip("/").rsplit("/", 1)[-1]
+            last = [ln.strip() for ln in str(r.error).strip().splitlines() if ln.strip()]
+            print(f"trial {name} failed: {last[-1][:300] if last else type(r.error).__name__} "
+                  f"(traceback: {r.path}/error.txt; MLflow: run {name}, tag 'error')", file=sys.stderr)
     c = outcome.counts
     print(f"\nstudy {study.name}: {c['trials']} trials ({c['completed']} completed, {c['early_stopped']} stopped early, {c['failed']} failed)")
     print(f"MLflow parent run {outcome.parent_run_id} in experiment {study.experiment!r}")

@@ -84,6 +84,8 @@ class Evaluator:
     multi_label: bool
     label_names: list[str]
     texts: dict[str, list[str]]
+    # Leading result keys: Ray Tune's trial table shows the first four (per-trial progress).
+    lead: tuple[str, ...] = ("progress",)
     # The model before training (fresh head, adapters at their identity init): its metrics
     # (``base_*``) and validation logits, kept so every checkpoint can compare against it.
     base: Optional[dict[str, Any]] = None
@@ -105,11 +107,28 @@ def worker_nodes(world: int) -> dict[str, str]:
     return {"worker_node_ids": ",".join(n for n, _ in everyone), "worker_node_ips": ",".join(ip for _, ip in everyone)}
 
 
+def quiet_worker() -> None:
+    """Keep the sweep's output readable: Tune's trial table, not every worker's weight-loading
+    bars, load reports (a fresh head is 'missing' by design) and full result dumps."""
+    import logging
+
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    # Train V2 logs every report (all metrics) to a logger named by its file path.
+    from ray.train.v2._internal.execution import context as train_context
+
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_worker(cfg: dict[str, Any]) -> None:
     study, hp = cfg["study"], cfg["hparams"]
     training, task = study["training"], TASKS[study["task"]]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    quiet_worker()
     # Ray starts workers with OMP_NUM_THREADS=1: use the CPUs this worker was given.
     torch.set_num_threads(max(1, int(study["resources"]["cpus_per_worker"])))
     set_seed(training["seed"])
@@ -135,7 +154,8 @@ def train_worker(cfg: dict[str, Any]) -> None:
         if split in data.splits and "labels" in data.splits[split].column_names
     }
 
-    evaluator = Evaluator(eval_loaders, device, task.multi_label, data.label_names, data.texts)
+    evaluator = Evaluator(eval_loaders, device, task.multi_label, data.label_names, data.texts,
+                          lead=("progress", study["search"]["metric"], "step", "eval_loss"))
     nodes = worker_nodes(world)
     started = time.perf_counter()
     gpus = float(study["resources"]["gpus_per_worker"]) * world
@@ -262,6 +282,7 @@ def _report(rank: int, net: torch.nn.Module, metrics: dict[str, Any], state: dic
         metrics.update(ev.base["metrics"])
     if final and "test" in ev.loaders:
         metrics.update({f"test_{k}": v for k, v in evaluate(net, ev.loaders["test"], ev.device, ev.multi_label).items()})
+    metrics = {**{k: metrics[k] for k in ev.lead if k in metrics}, **metrics}
     with tempfile.TemporaryDirectory() as tmp:
         net.save_pretrained(tmp)  # peft: adapter + trained head (modules_to_save) only
         base_logits = ev.base["logits"] if ev.base is not None else None
