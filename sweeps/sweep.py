@@ -199,7 +199,7 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], 
         else:
             logger = tracking.TrialRunLogger(
                 uri, study.experiment, parent_id, settings, {"model": study.model, "study": study.name},
-                metric=study.search.metric, mode=study.search.mode,
+                metric=study.search.metric, mode=study.search.mode, storage=storage,
             )
             guard = StarvationGuard(cluster.start_timeout(study.resources))
             tuner = build_tuner(study, data_ref, plan, max_concurrent, run_name, [logger, guard])

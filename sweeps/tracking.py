@@ -54,7 +54,7 @@ class TrialRunLogger(MLflowLoggerCallback):
     """Ray's MLflow callback, plus: method/model/status tags, the study's fixed settings as
     params, the optimizer step as MLflow step, and a failed trial's error on its run."""
 
-    def __init__(self, uri: str, experiment: str, parent_run_id: str, fixed_params: dict[str, Any], tags: dict[str, str], metric: str, mode: str):
+    def __init__(self, uri: str, experiment: str, parent_run_id: str, fixed_params: dict[str, Any], tags: dict[str, str], metric: str, mode: str, storage: str):
         super().__init__(
             tracking_uri=uri,
             experiment_name=experiment,
@@ -69,6 +69,7 @@ class TrialRunLogger(MLflowLoggerCallback):
         # which must not touch the finished MLflow run again.
         self._finished_before: set[Any] = set()
         self._checkpoints = BestCheckpoints(metric, mode)
+        self._storage = storage  # Ray storage root: checkpoint paths are paths in its filesystem
 
     def log_trial_start(self, trial: Any) -> None:
         if trial not in self._trial_runs:
@@ -138,7 +139,7 @@ class TrialRunLogger(MLflowLoggerCallback):
         unreachable) is recorded on the run, never fails the study: the metrics are in."""
         title = f"{trial} ({trial.config.get('method', '')})"
         try:
-            if log_best(client, run_id, self._checkpoints.ranked(str(trial)), title) is None:
+            if log_best(client, run_id, self._checkpoints.ranked(str(trial)), title, self._storage) is None:
                 client.set_tag(run_id, "artifacts_error", "no checkpoint found in Ray storage")
         except Exception as exc:
             client.set_tag(run_id, "artifacts_error", f"{type(exc).__name__}: {exc}"[:500])

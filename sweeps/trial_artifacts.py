@@ -40,13 +40,17 @@ class BestCheckpoints:
         return [path for *_, path in sorted(self._seen.get(trial, []), reverse=True)]
 
 
-def log_best(client: MlflowClient, run_id: str, candidates: list[str], title: str) -> Optional[str]:
-    """Log the first existing checkpoint of ``candidates`` to ``run_id``; returns its path."""
+def log_best(client: MlflowClient, run_id: str, candidates: list[str], title: str, storage: str) -> Optional[str]:
+    """Log the first existing checkpoint of ``candidates`` to ``run_id``; returns its path.
+    ``storage``: the Ray storage root; on s3:// (or any URI) the paths Train reports carry no
+    scheme and are read through that storage's filesystem."""
+    from pyarrow.fs import FileSystem
     from ray.train import Checkpoint
 
+    filesystem = FileSystem.from_uri(storage)[0] if "://" in storage else None
     for path in candidates:
         try:
-            checkpoint = Checkpoint(path)
+            checkpoint = Checkpoint(path, filesystem=filesystem)
             if checkpoint.filesystem.get_file_info(checkpoint.path).type != FileType.Directory:
                 continue
         except (OSError, ValueError):

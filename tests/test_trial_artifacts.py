@@ -1,0 +1,90 @@
+"""Units of the report path that need no Ray cluster: which checkpoint a trial logs, reading it
+through a storage URI, the eval files, error-analysis groups, and the markdown tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from sweeps import error_analysis
+from sweeps.leaderboard import markdown
+from sweeps.trial_artifacts import BestCheckpoints, log_best
+from trainables import eval_files
+
+NAMES = ["anger", "joy", "sadness"]
+
+
+def checkpoint(folder, logits, labels, base=None):
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "adapter_model.safetensors").write_bytes(b"x")
+    eval_files.write(str(folder), logits, labels, NAMES, False, {"text": [f"t{i}" for i in range(len(labels))]}, base)
+    return str(folder)
+
+
+def test_best_checkpoint_by_metric_and_mode_earlier_wins_ties():
+    best = BestCheckpoints("f1_macro", "max")
+    for value, path in ((0.2, "a"), (0.5, "b"), (0.5, "c"), (0.1, "d")):
+        best.add("t", {"f1_macro": value, "checkpoint_path": path})
+    best.add("t", {"f1_macro": 0.9})  # a report without checkpoint is ignored
+    assert best.ranked("t") == ["b", "c", "a", "d"]
+    low = BestCheckpoints("eval_loss", "min")
+    for value, path in ((0.7, "a"), (0.3, "b")):
+        low.add("t", {"eval_loss": value, "checkpoint_path": path})
+    assert low.ranked("t") == ["b", "a"] and low.ranked("other") == []
+
+
+def test_log_best_reads_storage_uris_and_skips_deleted_checkpoints(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("e", artifact_location=str(tmp_path / "art")))
+    logits = np.array([[2.0, 0, 0], [0, 2.0, 0], [0, 2.0, 0], [0, 0, 2.0]])
+    labels = np.array([0, 1, 0, 2])
+    kept = checkpoint(tmp_path / "ckpt_2", logits, labels, base=np.zeros((4, 3)) + [0, 1, 0])
+    gone = str(tmp_path / "ckpt_1")  # deleted by Train (num_to_keep=1)
+    # Train reports paths without a scheme; the storage root says which filesystem they are on.
+    assert log_best(client, run.info.run_id, [gone, kept], "t", storage=f"file://{tmp_path}") == kept
+    files = {f.path for f in client.list_artifacts(run.info.run_id, "adapter")} | {f.path for f in client.list_artifacts(run.info.run_id, "eval")}
+    assert files == {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "eval/predictions.csv",
+                     "eval/per_class.csv", "eval/confusion_matrix.csv", "eval/confusion_matrix.png"}
+    assert client.get_run(run.info.run_id).data.tags["best_checkpoint"] == kept
+    assert log_best(client, run.info.run_id, [gone], "t", storage=str(tmp_path)) is None
+
+
+def test_eval_files_and_error_groups_agree_with_the_predictions(tmp_path):
+    logits = np.array([[2.0, 0, 0], [0, 2.0, 0], [0, 2.0, 0], [0, 0, 2.0]])
+    base = np.array([[0, 2.0, 0], [0, 2.0, 0], [2.0, 0, 0], [0, 2.0, 0]])
+    labels = np.array([0, 1, 0, 2])
+    folder = checkpoint(tmp_path / "c", logits, labels, base)
+    pred = pd.read_csv(f"{folder}/eval/predictions.csv", keep_default_na=False)
+    assert list(pred["prediction"]) == ["anger", "joy", "joy", "sadness"]
+    assert list(pred["base_prediction"]) == ["joy", "joy", "anger", "joy"]
+    matrix = pd.read_csv(f"{folder}/eval/confusion_matrix.csv", index_col=0)
+    assert matrix.loc["anger", "joy"] == 1 and matrix.values.trace() == 3
+    per_class = pd.read_csv(f"{folder}/eval/per_class.csv").set_index("label")
+    assert per_class.loc["anger", "recall"] == 0.5 and per_class.loc["joy", "precision"] == 0.5
+    grouped = error_analysis.with_groups(pred)
+    assert list(grouped["group"]) == ["base wrong, tuned right", "both right", "base right, tuned wrong", "base wrong, tuned right"]
+    counts = error_analysis.group_counts(grouped).set_index("group")["count"].to_dict()
+    assert counts == {"both right": 1, "base right, tuned wrong": 1, "base wrong, tuned right": 2, "both wrong": 0}
+    text = error_analysis.report_markdown(grouped)
+    assert "| anger | joy | 1 |" in text and "gets 1 wrong (25.0%)" in text
+
+
+def test_multi_label_files_use_label_sets():
+    import tempfile
+
+    logits = np.array([[1.0, 1.0, -1.0], [-1.0, -1.0, -1.0]])
+    labels = np.array([[1, 1, 0], [0, 0, 1]])
+    with tempfile.TemporaryDirectory() as tmp:
+        eval_files.write(tmp, logits, labels, NAMES, True, {"text": ["a", "b"]})
+        pred = pd.read_csv(f"{tmp}/eval/predictions.csv", keep_default_na=False)
+        matrix = pd.read_csv(f"{tmp}/eval/confusion_matrix.csv", index_col=0)
+    assert list(pred["label"]) == ["anger|joy", "sadness"] and list(pred["prediction"]) == ["anger|joy", ""]
+    assert list(matrix.columns) == ["TN", "FP", "FN", "TP"] and matrix.loc["sadness", "FN"] == 1
+    assert list(error_analysis.with_groups(pred)["correct"]) == [True, False]
+
+
+def test_markdown_tables_escape_pipes_and_format_numbers():
+    frame = pd.DataFrame([{"a": "x|y", "b": 1234567.0, "c": 0.123456, "d": None}])
+    assert markdown(frame).splitlines()[2] == "| x\\|y | 1,234,567 | 0.1235 |  |"
