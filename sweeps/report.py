@@ -126,6 +126,8 @@ def write(client: MlflowClient, parent: Run, folder: Path) -> Report:
         sections += ["", "## Optuna plots", ""] + [f"![{p[:-4]}](plots/{p})" for p in plots]
     for name, why in missing.items():
         notes.append(f"plot {name} not drawn: {why}")
+    if notes:
+        sections += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     (folder / "report.md").write_text("\n".join(sections) + "\n")
     return Report(folder, metric, board, methods, bvb, best.run.info.run_id if best else None, notes)
 
