@@ -22,10 +22,13 @@ EXPORT_INFO = "sweep_export.json"
 def quiet() -> None:
     """Command-line use: no per-file progress bars or load reports (an adapter's head is
     'missing' from the base checkpoint by design)."""
+    import warnings
+
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
 def read_info(folder: str | Path) -> dict[str, Any]:
