@@ -91,7 +91,7 @@ class SpaceRef:
 class SearchSpec:
     algorithm: Literal["grid", "random", "optuna"] = "optuna"
     num_samples: int = 8  # trials for random / optuna (a grid runs each of its points)
-    grid_repeats: int = 1  # grid only: run the whole grid this many times (e.g. over seeds)
+    grid_repeats: int = 1  # grid only: run the whole grid this many times (same seed: shows run-to-run noise, e.g. GPU nondeterminism)
     max_concurrent_trials: Optional[int] = None  # default: as many as the cluster fits
     metric: str = "f1_macro"
     mode: Literal["max", "min"] = "max"

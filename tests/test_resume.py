@@ -13,55 +13,48 @@ from pathlib import Path
 import pytest
 
 from sweeps.run import main
-from tests.conftest import base_study, mlflow_runs, reported_once, write_study
+from tests.conftest import base_study, trial_runs, write_study
 
 pytestmark = pytest.mark.ray
 
 
-def kill_worker_after_first_checkpoint(workdir: Path, study: str, stop: threading.Event, killed: list[int]) -> None:
-    """Once the study's first checkpoint is registered, SIGKILL its Ray Train worker."""
+def kill_one_worker_once_both_trials_checkpointed(workdir: Path, study: str, stop: threading.Event, killed: list[int]) -> None:
+    """Once both trials' first checkpoints are registered, SIGKILL one Ray Train worker."""
     from ray.util.state import list_actors
 
     while not stop.is_set():
-        if reported_once(workdir, study):
-            for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
-                os.kill(actor.pid, signal.SIGKILL)
-                killed.append(actor.pid)
+        if sum("step" in r.data.metrics for r in trial_runs(workdir, study)) == 2:
+            actors = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+            if actors:
+                os.kill(actors[0].pid, signal.SIGKILL)
+                killed.append(actors[0].pid)
             return
         time.sleep(0.2)
 
 
-def final_metrics(workdir: Path, experiment: str) -> dict[str, float]:
-    _, runs = mlflow_runs(workdir, experiment)
-    (trial,) = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert trial.data.tags["status"] == "completed", trial.data.tags
-    return trial.data.metrics
-
-
 def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_run(ray_cluster, workdir, minilm_path):
-    def study(name):
-        return base_study(
-            minilm_path, name=name, data={"source": "generated", "name": "emotion", "rows": 300},
-            search_space={"name": "small_encoder", "overrides": {"lora_r": [4], "lora_alpha_ratio": 2, "lora_dropout": 0.1, "warmup_ratio": 0.1, "lr_scheduler": "linear", "learning_rate": [3e-3]}},
-            training={"epochs": 2, "batch_size": 16, "max_length": 24, "evals_per_epoch": 2, "seed": 7},
-            resources={"workers": 1, "cpus_per_worker": 1, "max_failures": 1},
-        )
-
-    assert main([write_study(workdir, study("straight"), "straight.yaml")]) == 0
-    straight = final_metrics(workdir, "straight")
-    assert straight["resumed_from_step"] == 0
-
+    # The same trial twice, side by side (grid_repeats: same config and seed); one of them loses
+    # its worker mid-run. Both must end at the same point.
+    study = base_study(
+        minilm_path, name="killed", data={"source": "generated", "name": "emotion", "rows": 300},
+        search_space={"name": "small_encoder", "overrides": {"lora_r": [4], "lora_alpha_ratio": 2, "lora_dropout": 0.1, "warmup_ratio": 0.1, "lr_scheduler": "linear", "learning_rate": [3e-3]}},
+        training={"epochs": 2, "batch_size": 16, "max_length": 24, "evals_per_epoch": 2, "seed": 7},
+        resources={"workers": 1, "cpus_per_worker": 1, "max_failures": 1},
+    )
+    study["search"].update(grid_repeats=2, max_concurrent_trials=2)
     stop, killed = threading.Event(), []
-    killer = threading.Thread(target=kill_worker_after_first_checkpoint, args=(workdir, "killed", stop, killed), daemon=True)
+    killer = threading.Thread(target=kill_one_worker_once_both_trials_checkpointed, args=(workdir, "killed", stop, killed), daemon=True)
     killer.start()
     try:
-        assert main([write_study(workdir, study("killed"), "killed.yaml")]) == 0
+        assert main([write_study(workdir, study)]) == 0
     finally:
         stop.set()
         killer.join(timeout=10)
-    assert killed, "the worker finished before the first checkpoint could be seen"
-    resumed = final_metrics(workdir, "killed")
-    assert resumed["resumed_from_step"] > 0  # it did not start over
+    assert killed, "the trials finished before both first checkpoints could be seen"
+    runs = trial_runs(workdir, "killed")
+    assert sorted(r.data.tags["status"] for r in runs) == ["completed", "completed"]
+    straight, resumed = sorted((r.data.metrics for r in runs), key=lambda m: m["resumed_from_step"])
+    assert straight["resumed_from_step"] == 0 and resumed["resumed_from_step"] > 0  # it did not start over
     # same data order, dropout masks, optimizer and LR state after the restart: same end point
     for key in ("step", "train_loss", "eval_loss", "f1_macro", "accuracy", "learning_rate"):
         assert resumed[key] == pytest.approx(straight[key], rel=1e-5, abs=1e-6), key
