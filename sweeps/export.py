@@ -55,7 +55,7 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
     data = runs.parent_yaml(client, parent, runs.DATA_FILE)
     if not settings or not data:
         raise StudyError("run", f"parent run {parent.info.run_id} has no {runs.STUDY_FILE} / {runs.DATA_FILE}", "export a study run by this version of sweeps")
-    trial = client.get_run(trial_run_id) if trial_run_id else runs.best_trial(client, parent)
+    trial = runs.trial_of(client, parent, trial_run_id)
     _check_out(out)
     method, task, ref = trial.data.tags["method"], TASKS[settings["task"]], settings["model"]
     labels: list[str] = data["label_names"]
@@ -72,48 +72,52 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
         )
         if config.pad_token_id is None:
             config.pad_token_id = tokenizer.pad_token_id  # decoder heads pool the last non-pad token
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
+        # Built beside the download and moved into place at the end: a failure leaves no half export.
+        work = Path(tmp) / "export"
+        work.mkdir()
         quantization = None
         if merge:
             # Full-precision base (also for QLoRA: its adapter merges into dequantized weights).
             base = AutoModelForSequenceClassification.from_pretrained(base_path, config=config)
-            PeftModel.from_pretrained(base, adapter).merge_and_unload().save_pretrained(out)
+            PeftModel.from_pretrained(base, adapter).merge_and_unload().save_pretrained(work)
         else:
             for name in ADAPTER_FILES:
                 if (adapter / name).is_file():
-                    shutil.copy(adapter / name, out / name)
+                    shutil.copy(adapter / name, work / name)
             # The base as this machine finds it (a packaged model's folder differs per machine).
-            adapter_config = json.loads((out / "adapter_config.json").read_text())
+            adapter_config = json.loads((work / "adapter_config.json").read_text())
             adapter_config["base_model_name_or_path"] = base_path
-            (out / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
-            config.save_pretrained(out)
+            (work / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
+            config.save_pretrained(work)
             spec = METHODS[method]
             if spec.quantized:
                 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
                 quantization = spec.quantization(device).to_dict()
-        tokenizer.save_pretrained(out)
-    metric = settings["search"]["metric"]
-    info = {
-        "study": settings.get("name"),
-        "parent_run_id": parent.info.run_id,
-        "trial_run_id": trial.info.run_id,
-        "tracking_uri": client.tracking_uri,
-        "method": method,
-        "params": runs.sampled_params(trial),
-        "metric": metric,
-        "value": trial.data.metrics.get(metric),
-        "task": settings["task"],
-        "model": ref,
-        "base_model": base_path,
-        "labels": labels,
-        "max_length": settings["training"]["max_length"],
-        "merged": merge,
-        "quantization": quantization,
-    }
-    (out / EXPORT_INFO).write_text(json.dumps(info, indent=2))
-    (out / "README.md").write_text(model_card(info))
+        tokenizer.save_pretrained(work)
+        metric = settings["search"]["metric"]
+        info = {
+            "study": settings.get("name"),
+            "parent_run_id": parent.info.run_id,
+            "trial_run_id": trial.info.run_id,
+            "tracking_uri": client.tracking_uri,
+            "method": method,
+            "params": runs.sampled_params(trial),
+            "metric": metric,
+            "value": trial.data.metrics.get(metric),
+            "task": settings["task"],
+            "model": ref,
+            "base_model": base_path,
+            "labels": labels,
+            "max_length": settings["training"]["max_length"],
+            "merged": merge,
+            "quantization": quantization,
+        }
+        (work / EXPORT_INFO).write_text(json.dumps(info, indent=2))
+        (work / "README.md").write_text(model_card(info))
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(work), out)
     return info
 
 
@@ -166,12 +170,11 @@ def push(out: Path, repo: str, token: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sweeps.export", description="Export a study's best adapter (or merged model), loadable with plain transformers + peft.")
-    p.add_argument("ref", metavar="STUDY|RUN_ID", help="study name or path (its latest finished run), or an MLflow parent run id")
+    runs.add_run_arguments(p)
     p.add_argument("--out", required=True, help="folder to write (new or empty; an earlier export there is replaced)")
     p.add_argument("--merge", action="store_true", help="merge the adapter into the base weights (a standalone model folder)")
     p.add_argument("--trial", help="export this trial run id instead of the best")
     p.add_argument("--push-to-hub", metavar="REPO", help="also upload the folder to this Hugging Face repo (private; token from $HF_TOKEN)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's, else $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     return p
 
 

@@ -46,13 +46,12 @@ def read_texts(path: str) -> tuple[list[str], Optional[list[str]]]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sweeps.predict", description="Predict with a study's best adapter.")
-    p.add_argument("ref", metavar="STUDY|RUN_ID", help="study name or path (its latest finished run), or an MLflow parent run id")
+    runs.add_run_arguments(p)
     p.add_argument("texts", nargs="*", help="texts to classify")
     p.add_argument("--file", help="more texts: .txt (one per line), .jsonl or .csv with a 'text' (and 'text_pair') column")
     p.add_argument("--pair", action="append", default=[], help="second text for sentence-pair tasks (one per text, in order)")
     p.add_argument("--json", action="store_true", help="print one JSON object per text (labels and every label's score)")
     p.add_argument("--trial", help="use this trial run id instead of the best")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's, else $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     return p
 
 
@@ -74,7 +73,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if pairs is not None and len(pairs) != len(texts):
             raise StudyError("--pair", f"{len(pairs)} pairs for {len(texts)} texts", "give one --pair per text")
         client, parent = runs.find_parent(args.ref, args.tracking_uri)
-        trial_id = args.trial or runs.best_trial(client, parent).info.run_id
+        trial_id = runs.trial_of(client, parent, args.trial).info.run_id
         folder = cache_folder(trial_id)
         if not (folder / EXPORT_INFO).is_file():
             from sweeps.export import export

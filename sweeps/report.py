@@ -161,9 +161,8 @@ def _optuna_plots(client: MlflowClient, parent: Run, settings: dict[str, Any], s
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sweeps.report", description="Leaderboard, method comparison, base vs best, error analysis and Optuna plots of a finished study.")
-    p.add_argument("ref", metavar="STUDY|RUN_ID", help="study name or path (its latest finished run), or an MLflow parent run id")
+    runs.add_run_arguments(p)
     p.add_argument("--out", help="folder for the report (default: reports/<experiment>-<run id prefix>)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's, else $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     return p
 
 

@@ -28,6 +28,12 @@ SPACE_FILE = "search_space.yaml"  # parent artifact: the resolved search space
 DATA_FILE = "data.json"  # parent artifact: label names (in head order) and split sizes
 
 
+def add_run_arguments(p: Any) -> None:
+    """The arguments every command that reads a finished study takes."""
+    p.add_argument("ref", metavar="STUDY|RUN_ID", help="study name or path (its latest finished run), or an MLflow parent run id")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's, else $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+
+
 def client_for(ref: str, tracking_uri: Optional[str]) -> tuple[MlflowClient, Optional[str]]:
     """(client, experiment name or None for a run id). A study name reads the study file for its
     experiment and tracking URI; ``tracking_uri`` (or $MLFLOW_TRACKING_URI) overrides that."""
@@ -70,6 +76,19 @@ def trial_runs(client: MlflowClient, parent: Run) -> list[Run]:
         order_by=["attributes.start_time ASC"], max_results=5000,
     )
     return list(found)
+
+
+def trial_of(client: MlflowClient, parent: Run, trial_run_id: Optional[str]) -> Run:
+    """Trial run ``trial_run_id`` of this study (checked), or the best one when None."""
+    if trial_run_id is None:
+        return best_trial(client, parent)
+    try:
+        trial = client.get_run(trial_run_id)
+    except mlflow.exceptions.MlflowException:
+        trial = None
+    if trial is None or trial.data.tags.get("mlflow.parentRunId") != parent.info.run_id:
+        raise StudyError("--trial", f"{trial_run_id} is not a trial run of parent run {parent.info.run_id}", "pick a run id from python -m sweeps.report (column run_id), or leave --trial out for the best")
+    return trial
 
 
 def best_trial(client: MlflowClient, parent: Run) -> Run:

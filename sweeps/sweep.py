@@ -187,9 +187,6 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], 
         parent_id = parent.info.run_id
         state = {"run_name": run_name, "parent_run_id": parent_id, "tracking_uri": uri, "experiment": study.experiment, "finished": False}
         resume.write(storage, run_name, state)
-        if not previous:
-            log_study_files(study)
-            mlflow.log_dict({"label_names": prepared.label_names, "rows": prepared.sizes}, runs.DATA_FILE)
         if previous:
             # Tune's experiment state: finished trials stay finished, unfinished ones (and
             # those that errored because the driver died) continue from their checkpoints.
@@ -197,6 +194,8 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], 
             tuner = tune.Tuner.restore(f"{storage}/{run_name}", trainable=trainable(study, data_ref, run_name), resume_unfinished=True, resume_errored=True)
             _forget_lost(storage, run_name, tuner.get_results(), uri, parent_id)
         else:
+            log_study_files(study)
+            mlflow.log_dict({"label_names": prepared.label_names, "rows": prepared.sizes}, runs.DATA_FILE)
             logger = tracking.TrialRunLogger(
                 uri, study.experiment, parent_id, settings, {"model": study.model, "study": study.name},
                 metric=study.search.metric, mode=study.search.mode, storage=storage,

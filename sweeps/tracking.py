@@ -97,11 +97,7 @@ class TrialRunLogger(MLflowLoggerCallback):
         exp = client.get_experiment_by_name(self.experiment_name)
         if exp is None:
             return None
-        parent = self.tags["mlflow.parentRunId"]
-        found = client.search_runs(
-            [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}' and tags.trial_name = '{trial_name}'", max_results=1
-        )
-        return found[0] if found else None
+        return find_trial_run(client, exp.experiment_id, self.tags["mlflow.parentRunId"], trial_name)
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
         if trial in self._finished_before:
@@ -133,7 +129,6 @@ class TrialRunLogger(MLflowLoggerCallback):
                 self._log_best_checkpoint(client, trial, run_id)
         super().log_trial_end(trial, failed=failed)
 
-
     def _log_best_checkpoint(self, client: MlflowClient, trial: Any, run_id: str) -> None:
         """Adapter + validation report of the trial's best checkpoint. A failure here (storage
         unreachable) is recorded on the run, never fails the study: the metrics are in."""
@@ -145,15 +140,19 @@ class TrialRunLogger(MLflowLoggerCallback):
             client.set_tag(run_id, "artifacts_error", f"{type(exc).__name__}: {exc}"[:500])
 
 
+def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_name: str) -> Optional[mlflow.entities.Run]:
+    """The run of trial ``trial_name`` (= its Ray folder name) under a study's parent run."""
+    found = client.search_runs(
+        [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial_name = '{trial_name}'", max_results=1
+    )
+    return found[0] if found else None
+
+
 def trial_run_id(uri: str, parent_run_id: str, trial_name: str) -> Optional[str]:
     """The MLflow run of trial ``trial_name`` (= its folder name) under a study's parent run."""
     client = MlflowClient(uri)
-    parent = client.get_run(parent_run_id)
-    found = client.search_runs(
-        [parent.info.experiment_id],
-        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial_name = '{trial_name}'", max_results=1,
-    )
-    return found[0].info.run_id if found else None
+    found = find_trial_run(client, client.get_run(parent_run_id).info.experiment_id, parent_run_id, trial_name)
+    return found.info.run_id if found else None
 
 
 def error_line(trial: Any) -> str:

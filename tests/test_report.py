@@ -278,6 +278,11 @@ def test_predict_reads_a_file_and_bad_input_exits_2_writing_nothing(sweep, tmp_p
             mp.delenv(key)
         assert export_cli.main(["emotion_demo", "--tracking-uri", sweep.uri, "--out", str(out), "--push-to-hub", "me/demo"]) == 2
     assert "HF_TOKEN" in capsys.readouterr().err and not out.exists()
+    # a run that is not one of this study's trials (here: the parent itself)
+    assert export_cli.main(["emotion_demo", "--tracking-uri", sweep.uri, "--out", str(out), "--trial", sweep.parent.info.run_id]) == 2
+    assert "--trial" in capsys.readouterr().err and not out.exists()
+    assert predict_cli.main(["emotion_demo", "hi", "--tracking-uri", sweep.uri, "--trial", "0" * 32]) == 2
+    assert "is not a trial run" in capsys.readouterr().err
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")

@@ -20,8 +20,8 @@ EXPORT_INFO = "sweep_export.json"
 
 
 def quiet() -> None:
-    """Command-line use: no per-file progress bars or load reports (an adapter's head is
-    'missing' from the base checkpoint by design)."""
+    """No per-file progress bars, load reports (an adapter's head is 'missing' from the base
+    checkpoint by design) or transformers deprecation notices; for commands and workers."""
     import warnings
 
     import transformers

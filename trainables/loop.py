@@ -112,10 +112,9 @@ def quiet_worker() -> None:
     bars, load reports (a fresh head is 'missing' by design) and full result dumps."""
     import logging
 
-    import transformers
+    from trainables.inference import quiet
 
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+    quiet()
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     # Train V2 logs every report (all metrics) to a logger named by its file path.
     from ray.train.v2._internal.execution import context as train_context
