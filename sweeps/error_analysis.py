@@ -3,7 +3,9 @@ examples the fine-tuned model gets wrong, and how it compares with the same mode
 training (both right, base right / tuned wrong, base wrong / tuned right, both wrong).
 
 Input: the trial's ``eval/predictions.csv`` (text, gold label, prediction, base prediction).
-A multi-label example is right when its whole label set is.
+A multi-label example is right when its whole label set is. For extractive QA the file holds
+question, reference answers and predicted span: an answer is right on an exact match
+(official SQuAD normalisation).
 """
 
 from __future__ import annotations
@@ -20,12 +22,19 @@ GROUPS = ("both right", "base right, tuned wrong", "base wrong, tuned right", "b
 def with_groups(pred: pd.DataFrame) -> pd.DataFrame:
     """``pred`` plus ``correct`` and (when base predictions exist) ``group`` columns."""
     out = pred.copy()
-    for col in ("label", "prediction", "base_prediction"):
+    for col in ("label", "answers", "prediction", "base_prediction"):
         if col in out:
             out[col] = out[col].fillna("").astype(str)
-    out["correct"] = out["label"] == out["prediction"]
+    if "exact_match" in out:  # extractive QA
+        from trainables.squad_metrics import question_scores
+
+        golds = [a.split(" | ") if a else [] for a in out["answers"]]
+        out["correct"] = out["exact_match"].astype(int) == 1
+        base_ok = [question_scores(g, p)[0] == 1 for g, p in zip(golds, out.get("base_prediction", out["prediction"]))]
+    else:
+        out["correct"] = out["label"] == out["prediction"]
+        base_ok = out["label"] == out["base_prediction"] if "base_prediction" in out else None
     if "base_prediction" in out:
-        base_ok = out["label"] == out["base_prediction"]
         out["group"] = [
             GROUPS[0] if b and t else GROUPS[1] if b else GROUPS[2] if t else GROUPS[3]
             for b, t in zip(base_ok, out["correct"])
@@ -42,15 +51,17 @@ def group_counts(grouped: pd.DataFrame) -> pd.DataFrame:
 
 
 def confused_pairs(grouped: pd.DataFrame, top: int = 5) -> pd.DataFrame:
+    if "label" not in grouped:  # QA: answers are free text, not classes
+        return pd.DataFrame()
     wrong = grouped[~grouped["correct"]]
     pairs = Counter(zip(wrong["label"], wrong["prediction"]))
     return pd.DataFrame([{"true": t or "(none)", "predicted": p or "(none)", "count": c} for (t, p), c in pairs.most_common(top)])
 
 
 def _samples(frame: pd.DataFrame, n: int) -> pd.DataFrame:
-    cols = [c for c in ("text", "text_pair", "label", "prediction", "base_prediction", "confidence") if c in frame]
+    cols = [c for c in ("text", "text_pair", "question", "label", "answers", "prediction", "base_prediction", "confidence", "f1") if c in frame]
     shown = frame[cols].head(n).copy()
-    for c in ("text", "text_pair"):
+    for c in ("text", "text_pair", "question"):
         if c in shown:
             shown[c] = shown[c].astype(str).str.slice(0, 160)
     return shown

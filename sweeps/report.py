@@ -117,7 +117,7 @@ def write(client: MlflowClient, parent: Run, folder: Path) -> Report:
         if errors:
             sections += ["", "## Error analysis (best trial, validation split)", "", errors]
         else:
-            notes.append("no predictions artifact on the best trial: error analysis skipped")
+            notes.append("no predictions artifact on the best trial (instruction tuning writes eval/generations.csv instead): error analysis skipped")
     else:
         notes.append("no trial reported a score: no best trial")
     missing = _optuna_plots(client, parent, settings, scores, metric, mode, folder / "plots")

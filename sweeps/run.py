@@ -21,6 +21,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, help="override search.num_samples (random/optuna trials; a grid runs each point)")
     p.add_argument("--model", help="override model (hub id or local folder)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any study key, e.g. --set training.epochs=2 (repeatable)")
+    p.add_argument("--data", metavar="PATH", help="use local files in the study's column layout instead of its data source: a train file, or a folder with train.* [validation.*] [test.*]")
+    p.add_argument("--smoke", action="store_true", help="a minutes-long end-to-end check: few rows, 2 steps, one trial per method, fits this machine; MLflow experiment <study>-smoke")
     p.add_argument("--dry-run", action="store_true", help="validate the study and print its plan; start nothing")
     p.add_argument("--local", action="store_true", help="start a local Ray cluster even if RAY_ADDRESS is set")
     p.add_argument("--resume", action="store_true", help="continue this study's latest interrupted run (finished trials are kept, unfinished ones resume from their checkpoints)")
@@ -39,6 +41,10 @@ def overrides(args: argparse.Namespace) -> list[str]:
         sets.append(f"model={args.model}")
     if args.storage_path:
         sets.append(f"storage_path={args.storage_path}")
+    if args.data:
+        from sweeps.smoke import data_overrides
+
+        sets += data_overrides(args.data)
     return sets + list(args.set)
 
 
@@ -47,7 +53,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     from sweeps.study import load_study
 
     try:
-        study = load_study(args.study, overrides(args))
+        sets = overrides(args)
+        study = load_study(args.study, sets)
+        if args.smoke:  # shrink the validated study; the command line's own --set still wins
+            import torch
+
+            from sweeps.smoke import smoke_overrides
+
+            study = load_study(args.study, smoke_overrides(study, torch.cuda.is_available()) + sets)
         if args.dry_run:
             from sweeps.plan import describe
 

@@ -54,23 +54,25 @@ class DefineByRun:
 
 
 def _optuna(sampler: optuna.samplers.BaseSampler) -> Callable[..., Searcher]:
-    def make(space: SearchSpace, methods: list[str], metric: str, mode: str, **_: Any) -> Searcher:
-        return OptunaSearch(space=DefineByRun(space, methods), metric=metric, mode=mode, sampler=sampler)
+    def make(space: SearchSpace, methods: list[str], metric: str, mode: str, first_points: Any = None, **_: Any) -> Searcher:
+        # Known-good settings (a paper's, last sweep's best) run first; the sampler learns from them.
+        points = [{k: v for k, v in p.items() if k != "method" or len(methods) > 1} for p in first_points or []] or None
+        return OptunaSearch(space=DefineByRun(space, methods), metric=metric, mode=mode, sampler=sampler, points_to_evaluate=points)
 
     return make
 
 
-def tpe(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, **_: Any) -> Searcher:
+def tpe(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, first_points: Any = None, **_: Any) -> Searcher:
     # Multivariate + group TPE models parameters jointly and handles the conditional
     # branches; a few random start-up trials first, fewer on small budgets.
     sampler = optuna.samplers.TPESampler(
         seed=seed, multivariate=True, group=True, n_startup_trials=min(10, max(2, num_samples // 3))
     )
-    return _optuna(sampler)(space, methods, metric, mode)
+    return _optuna(sampler)(space, methods, metric, mode, first_points)
 
 
-def random(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, **_: Any) -> Searcher:
-    return _optuna(optuna.samplers.RandomSampler(seed=seed))(space, methods, metric, mode)
+def random(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, first_points: Any = None, **_: Any) -> Searcher:
+    return _optuna(optuna.samplers.RandomSampler(seed=seed))(space, methods, metric, mode, first_points)
 
 
 class GridSearcher(Searcher):
@@ -111,7 +113,7 @@ class GridSearcher(Searcher):
             self.set_state(pickle.load(f))
 
 
-def grid(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, grid_repeats: int = 1) -> Searcher:
+def grid(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, grid_repeats: int = 1, **_: Any) -> Searcher:
     return GridSearcher(space.grid_points(methods) * grid_repeats, metric=metric, mode=mode)
 
 

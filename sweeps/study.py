@@ -29,12 +29,19 @@ SPLITS = ("train", "validation", "test")
 @dataclasses.dataclass
 class Columns:
     """Which data columns hold what. Multi-label data either has one column of label lists
-    (``label``) or one 0/1 column per label (``labels``)."""
+    (``label``) or one 0/1 column per label (``labels``). QA reads question/context/answers
+    (SQuAD layout: answers = {text: [..], answer_start: [..]}); instruction tuning reads
+    ``messages`` (a list of {role, content} or ShareGPT {from, value} turns)."""
 
     text: str = "text"
     text_pair: Optional[str] = None
     label: Optional[str] = "label"
     labels: Optional[list[str]] = None
+    question: str = "question"
+    context: str = "context"
+    answers: str = "answers"
+    id: str = "id"
+    messages: str = "conversations"
 
 
 @dataclasses.dataclass
@@ -43,13 +50,16 @@ class DataSpec:
     name: Optional[str] = None  # hub data set id, or generator name for source=generated
     config: Optional[str] = None  # hub config name
     files: dict[str, str] = dataclasses.field(default_factory=dict)  # split -> path (local)
-    format: Optional[Literal["csv", "tsv", "jsonl", "json"]] = None  # default: from the extension
+    format: Optional[Literal["csv", "tsv", "jsonl", "json", "squad"]] = None  # default: from the extension; squad = official nested SQuAD JSON
     delimiter: Optional[str] = None  # csv only, e.g. ";"
     column_names: Optional[list[str]] = None  # csv without a header row
     splits: dict[str, Optional[str]] = dataclasses.field(default_factory=lambda: {"train": "train"})
     columns: Columns = dataclasses.field(default_factory=Columns)
     label_names: Optional[list[str]] = None
+    drop_labels: Optional[list[Any]] = None  # rows with these label values are dropped (SNLI: -1 = no gold label)
     validation_fraction: float = 0.2  # stratified split of train when there is no validation split
+    # Pool every split and cut it anew, stratified, e.g. {train: 0.7, validation: 0.1, test: 0.2}
+    resplit: Optional[dict[str, float]] = None
     max_train_rows: Optional[int] = None
     max_eval_rows: Optional[int] = None
     rows: Optional[int] = None  # generated data: how many rows
@@ -73,6 +83,9 @@ class DataSpec:
 
             if self.name not in GENERATORS:
                 raise StudyError(f"{path}.name", f"unknown generator {self.name!r}", f"use one of {', '.join(GENERATORS)}")
+        if self.resplit is not None:
+            if set(self.resplit) != {"train", "validation", "test"} or abs(sum(self.resplit.values()) - 1) > 1e-6 or min(self.resplit.values()) <= 0:
+                raise StudyError(f"{path}.resplit", f"{self.resplit} is not three positive shares of train, validation, test summing to 1", "use e.g. {train: 0.7, validation: 0.1, test: 0.2}")
         if not 0 < self.validation_fraction < 1:
             raise StudyError(f"{path}.validation_fraction", f"{self.validation_fraction} is not in (0, 1)", "use e.g. 0.2")
         for key in ("max_train_rows", "max_eval_rows", "rows"):
@@ -96,6 +109,8 @@ class SearchSpec:
     metric: str = "f1_macro"
     mode: Literal["max", "min"] = "max"
     seed: int = 0
+    # random / optuna: settings to try first (e.g. a paper's), each a complete point of the space
+    first_points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def validate(self, path: str) -> None:
         if self.num_samples < 1:
@@ -133,11 +148,22 @@ class TrainingSpec:
     # Score the model before training too (base_* metrics, base-vs-tuned error analysis in the
     # report); costs one validation pass per trial.
     eval_base: bool = True
+    # Extractive QA: overlap of the windows a long context is cut into (tokens; < max_length / 2)
+    # and the longest answer span considered.
+    doc_stride: int = 128
+    max_answer_length: int = 30
+    # Instruction tuning: join examples into full max_length rows (more tokens per step; a
+    # search space may sample it), and how many validation prompts to answer for BLEU/ROUGE
+    # at each eval point (greedy; each costs up to max_new_tokens forward passes).
+    packing: bool = False
+    generate_samples: int = 16
+    max_new_tokens: int = 64
 
     def validate(self, path: str) -> None:
         positive = {
             "epochs": self.epochs, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
-            "evals_per_epoch": self.evals_per_epoch,
+            "evals_per_epoch": self.evals_per_epoch, "doc_stride": self.doc_stride,
+            "max_answer_length": self.max_answer_length, "max_new_tokens": self.max_new_tokens,
         }
         for key in ("max_steps", "eval_every_steps", "eval_batch_size"):
             if getattr(self, key) is not None:
@@ -145,6 +171,8 @@ class TrainingSpec:
         for key, value in positive.items():
             if value <= 0:
                 raise StudyError(f"{path}.{key}", f"{value} must be > 0", "use a positive value")
+        if self.generate_samples < 0:
+            raise StudyError(f"{path}.generate_samples", f"{self.generate_samples}", "use 0 (no generation) or more")
         if self.max_length < 8:
             raise StudyError(f"{path}.max_length", f"{self.max_length} tokens", "use >= 8")
 
@@ -219,12 +247,17 @@ class Study:
             if m not in METHODS:
                 near = difflib.get_close_matches(m, list(METHODS), n=1)
                 raise StudyError(f"methods[{i}]", f"unknown method {m!r}", f"did you mean {near[0]!r}?" if near else f"use one of {', '.join(METHODS)}")
+            if task.kind not in METHODS[m].kinds:
+                fits = [n for n, spec in METHODS.items() if task.kind in spec.kinds]
+                raise StudyError(f"methods[{i}]", f"method {m!r} does not apply to {task.kind} tasks", f"use one of {', '.join(fits)}")
         if self.search.metric not in task.metrics:
             raise StudyError("search.metric", f"task {self.task} does not produce {self.search.metric!r}", f"use one of {', '.join(task.metrics)}")
         if task.needs_text_pair and not self.data.columns.text_pair:
             raise StudyError("data.columns.text_pair", f"task {self.task} needs a second text column", "set data.columns.text_pair")
         if task.multi_label and not (self.data.columns.labels or self.data.columns.label):
             raise StudyError("data.columns.labels", "multi-label data needs label columns", "set labels: [col, ...] or label: <column of lists>")
+        if task.kind == "qa" and self.training.doc_stride >= self.training.max_length // 2:
+            raise StudyError("training.doc_stride", f"{self.training.doc_stride} overlaps too much for max_length {self.training.max_length}", "use a stride below max_length / 2 (e.g. 128 for 384)")
         self._validate_model()
         self.space = load_space(self.search_space.name, self.search_space.overrides).for_methods(self.methods)
         for name, param in self.space.params.items():
@@ -234,6 +267,25 @@ class Study:
                 hparams.check_value(name, value, field)
         if self.search.algorithm == "grid":
             self.space.grid_points(self.methods)  # raises on continuous ranges
+            if self.search.first_points:
+                raise StudyError("search.first_points", "a grid already runs every point", "remove first_points or use random / optuna")
+        for i, point in enumerate(self.search.first_points):
+            self._validate_point(point, f"search.first_points[{i}]")
+
+    def _validate_point(self, point: dict[str, Any], field: str) -> None:
+        assert self.space is not None
+        method = point.get("method", self.methods[0] if len(self.methods) == 1 else None)
+        if method not in self.methods:
+            raise StudyError(f"{field}.method", f"{method!r} is not one of the study's methods", f"use one of {', '.join(self.methods)}")
+        wanted = {k for k, p in self.space.params_for(method).items() if p.type != "fixed"}
+        given = set(point) - {"method"}
+        for name in sorted(given - wanted):
+            raise StudyError(f"{field}.{name}", f"not a searched hyperparameter of {method}", f"use {', '.join(sorted(wanted))}")
+        for name in sorted(wanted - given):
+            raise StudyError(f"{field}", f"missing {name!r}", "give every searched hyperparameter a value")
+        for name, value in point.items():
+            if name != "method":
+                hparams.check_value(name, value, f"{field}.{name}")
 
     def _validate_model(self) -> None:
         ref = self.model

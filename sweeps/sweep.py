@@ -28,7 +28,7 @@ from sweeps.searchers import SEARCHERS, trial_count
 from sweeps.study import Study
 from trainables import data as data_mod
 from trainables.loop import schedule
-from trainables.model import load_tokenizer
+from trainables.model import check_architecture, load_tokenizer
 from trainables.tasks import TASKS
 from trainables.trial import TRIAL_DRIVER_RESOURCES, run_trial
 
@@ -70,7 +70,7 @@ def build_tuner(study: Study, data_ref: Any, plan: dict[str, int], max_concurren
     search = study.search
     searcher = SEARCHERS[search.algorithm](
         study.space, study.methods, metric=search.metric, mode=search.mode, seed=search.seed,
-        num_samples=search.num_samples, grid_repeats=search.grid_repeats,
+        num_samples=search.num_samples, grid_repeats=search.grid_repeats, first_points=search.first_points,
     )
     return tune.Tuner(
         trainable(study, data_ref, run_name),
@@ -154,7 +154,8 @@ def run_study(study: Study, address: Optional[str] = None, local: bool = False, 
     previous = resume.latest_unfinished(storage_root(study), study.name) if resume_run else None
     task = TASKS[study.task]
     tokenizer = load_tokenizer(study.model)
-    prepared = data_mod.prepare(study.data, task, tokenizer, study.training.max_length, study.training.seed)
+    check_architecture(study.model, task)
+    prepared = task.kind_module.prepare(study.data, task, tokenizer, to_dict(study.training), study.training.seed)
     plan = schedule(len(prepared.splits["train"]), to_dict(study.training), study.resources.workers)
 
     started = cluster.connect(address, local)

@@ -18,7 +18,8 @@ from sweeps.plots import confusion_png
 from trainables import eval_files
 
 ADAPTER = "adapter"  # artifact folder of the adapter (+ trained head), what export/predict load
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+# peft adapters; the `head` baseline's head weights; the `full` baseline's whole model (save_pretrained)
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "head.safetensors", "config.json", "model.safetensors", "generation_config.json")
 
 
 class BestCheckpoints:

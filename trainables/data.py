@@ -34,6 +34,13 @@ class PreparedData:
     # Raw validation texts (``text``, ``text_pair``), row-aligned with the tokenized split: each
     # checkpoint's predictions file names the examples, for error analysis.
     texts: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    # What a task kind needs beside the tokenized splits to score them (QA: the examples each
+    # window of a split came from; instruction tuning: prompts and references to generate on).
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def labelled(self, split: str) -> bool:
+        """Whether ``split`` can be scored (a test split may come without answers)."""
+        return split in self.splits and bool({"labels", "start_positions"} & set(self.splits[split].column_names))
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -50,8 +57,33 @@ def _load_generated(spec: Any, seed: int) -> DatasetDict:
     )
 
 
+def _load_squad_json(files: dict[str, str]) -> DatasetDict:
+    """The official SQuAD JSON (articles > paragraphs > qas), flattened to one row per question
+    in the Hugging Face ``squad``/``squad_v2`` layout (v2's unanswerable questions: no answers)."""
+    import json
+
+    out = DatasetDict()
+    for split, file in files.items():
+        rows = []
+        for article in json.loads(Path(file).read_text())["data"]:
+            for para in article["paragraphs"]:
+                for qa in para["qas"]:
+                    answers = [] if qa.get("is_impossible") else qa["answers"]
+                    rows.append({
+                        "id": str(qa["id"]), "title": article.get("title", ""), "context": para["context"], "question": qa["question"],
+                        "answers": {"text": [a["text"] for a in answers], "answer_start": [int(a["answer_start"]) for a in answers]},
+                    })
+        out[split] = Dataset.from_list(rows)
+    return out
+
+
 def _load_local(spec: Any) -> DatasetDict:
     files = {split: str(Path(f).expanduser()) for split, f in spec.files.items()}
+    if spec.format == "squad":
+        try:
+            return _load_squad_json(files)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StudyError("data.files", f"not official SQuAD JSON ({type(exc).__name__}: {exc})", "use data.format: json/jsonl for flat rows") from None
     ext = Path(files["train"]).suffix.lstrip(".").lower()
     fmt = spec.format or {"txt": "csv", "jsonl": "jsonl", "json": "json", "tsv": "tsv"}.get(ext, "csv")
     kwargs: dict[str, Any] = {}
@@ -95,6 +127,14 @@ def _check_columns(ds: DatasetDict, cols: Any, task: Task) -> None:
         for field, col in needed.items():
             if col not in d.column_names and not (split == "test" and field.startswith("label")):
                 raise StudyError(f"data.columns.{field}", f"column {col!r} is not in the {split} split (columns: {', '.join(d.column_names)})", "set it to one of those columns")
+
+
+def _drop_labels(ds: DatasetDict, spec: Any) -> DatasetDict:
+    """Rows whose label is in ``data.drop_labels`` go (SNLI marks pairs without a gold label -1)."""
+    drop, col = set(spec.drop_labels or []), spec.columns.label
+    if not drop or not col:
+        return ds
+    return DatasetDict({k: d.filter(lambda row: row[col] not in drop) if col in d.column_names else d for k, d in ds.items()})
 
 
 def _label_names(ds: DatasetDict, spec: Any, task: Task) -> list[str]:
@@ -168,14 +208,22 @@ def stratified_split(train: Dataset, fraction: float, seed: int, multi_label: bo
     return train.select(sorted(tr)), train.select(sorted(va))
 
 
+def resplit(ds: DatasetDict, shares: dict[str, float], seed: int, multi_label: bool) -> DatasetDict:
+    """Pool the labelled splits and cut them into train/validation/test by ``shares``, stratified."""
+    pool = datasets.concatenate_datasets([d for d in ds.values() if "labels" in d.column_names])
+    rest, test = stratified_split(pool, shares["test"], seed, multi_label)
+    train, validation = stratified_split(rest, shares["validation"] / (1 - shares["test"]), seed, multi_label)
+    return DatasetDict(train=train, validation=validation, test=test)
+
+
 def _cap(d: Dataset, rows: Optional[int], seed: int) -> Dataset:
     if rows is None or len(d) <= rows:
         return d
     return d.shuffle(seed=seed).select(range(rows))
 
 
-def load_splits(spec: Any, task: Task, seed: int) -> tuple[DatasetDict, list[str]]:
-    """Raw text splits with standard columns (text, [text_pair], labels) and the label names."""
+def load_raw(spec: Any, seed: int) -> DatasetDict:
+    """The study's data as loaded (generated, local files or hub), split by split."""
     if spec.source == "generated":
         ds = _load_generated(spec, seed)
     elif spec.source == "local":
@@ -184,11 +232,41 @@ def load_splits(spec: Any, task: Task, seed: int) -> tuple[DatasetDict, list[str
         ds = _load_hub(spec)
     if "train" not in ds:
         raise StudyError("data.splits.train", "no train split", "map data.splits.train to a split of the data set")
+    return ds
+
+
+def require_columns(ds: DatasetDict, needed: dict[str, str], optional_in_test: tuple[str, ...] = ()) -> None:
+    """Each study field (``data.columns.<field>``) names a column present in every split."""
+    for split, d in ds.items():
+        for field, col in needed.items():
+            if col not in d.column_names and not (split == "test" and field in optional_in_test):
+                raise StudyError(f"data.columns.{field}", f"column {col!r} is not in the {split} split (columns: {', '.join(d.column_names)})", "set it to one of those columns")
+
+
+def split_and_cap(ds: DatasetDict, spec: Any, seed: int) -> DatasetDict:
+    """A validation split cut from train where the data has none (random, not stratified),
+    then the row caps; for task kinds whose examples have no class to stratify by."""
+    if "validation" not in ds:
+        parts = ds["train"].train_test_split(test_size=spec.validation_fraction, seed=seed)
+        ds["train"], ds["validation"] = parts["train"], parts["test"]
+    ds["train"] = _cap(ds["train"], spec.max_train_rows, seed)
+    for split in ("validation", "test"):
+        if split in ds:
+            ds[split] = _cap(ds[split], spec.max_eval_rows, seed)
+    return ds
+
+
+def load_splits(spec: Any, task: Task, seed: int) -> tuple[DatasetDict, list[str]]:
+    """Raw text splits with standard columns (text, [text_pair], labels) and the label names."""
+    ds = load_raw(spec, seed)
+    ds = _drop_labels(ds, spec)
     _check_columns(ds, spec.columns, task)
     names = _label_names(ds, spec, task)
     if len(names) < 2:
         raise StudyError("data.columns.label", f"found {len(names)} label value(s)", "a classifier needs at least 2 labels")
     ds = _encode_labels(ds, spec, task, names)
+    if spec.resplit:
+        ds = resplit(ds, spec.resplit, seed, task.multi_label)
     if "validation" not in ds:
         ds["train"], ds["validation"] = stratified_split(ds["train"], spec.validation_fraction, seed, task.multi_label)
     ds["train"] = _cap(ds["train"], spec.max_train_rows, seed)

@@ -49,6 +49,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, Union[str, Callable[[], str]]
     "learning_rate": (_positive, "the learning rate must be > 0", "use e.g. 1e-4 .. 5e-3"),
     "warmup_ratio": (_unit, "the warmup ratio must be in [0, 1)", "use e.g. 0.03 or 0.1"),
     "weight_decay": (_non_negative, "weight decay must be >= 0", "use 0 or 0.01"),
+    "packing": (lambda v: isinstance(v, bool), "packing is true or false", "use [false, true]"),
     "lr_scheduler": (lambda v: v in _schedulers(), "unknown learning-rate schedule", lambda: f"use one of {', '.join(_schedulers())}"),
 }
 

@@ -15,18 +15,15 @@ import tempfile
 import time
 from typing import Any, Optional
 
-import numpy as np
 import ray
 import ray.train
 import ray.train.torch
 import torch
 from torch.utils.data import DataLoader
-from transformers import DataCollatorWithPadding, get_scheduler, set_seed
+from transformers import get_scheduler, set_seed
 
-from trainables import eval_files
 from trainables import model as models
-from trainables.metrics import classification_metrics
-from trainables.tasks import TASKS
+from trainables.tasks import TASKS, Task
 
 
 # In each checkpoint beside the adapter: optimizer, LR schedule, counters, RNG states.
@@ -50,50 +47,29 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray, float]:
-    """Logits, labels and mean loss over ``loader``, in its order."""
-    model.eval()
-    logits, labels, loss_sum, n = [], [], 0.0, 0
-    for batch in loader:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        out = model(**batch)
-        loss_sum += float(out.loss) * len(batch["labels"])
-        n += len(batch["labels"])
-        logits.append(out.logits.float().cpu().numpy())
-        labels.append(batch["labels"].cpu().numpy())
-    model.train()
-    return np.concatenate(logits), np.concatenate(labels), loss_sum / max(n, 1)
-
-
-def scores(logits: np.ndarray, labels: np.ndarray, loss: float, multi_label: bool) -> dict[str, float]:
-    return {**classification_metrics(logits, labels, multi_label), "eval_loss": loss}
-
-
-def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, multi_label: bool) -> dict[str, float]:
-    logits, labels, loss = predict(model, loader, device)
-    return scores(logits, labels, loss, multi_label)
-
-
 @dataclasses.dataclass
 class Evaluator:
-    """What rank 0 needs at each eval point: the eval loaders and what names the examples."""
+    """What rank 0 needs at each eval point: the eval loaders, the prepared data (what names
+    the examples) and the task kind's module, which scores a model and writes its eval files."""
 
     loaders: dict[str, DataLoader]
     device: torch.device
-    multi_label: bool
-    label_names: list[str]
-    texts: dict[str, list[str]]
+    task: Task
+    data: Any  # PreparedData
+    training: dict[str, Any]
     # Leading result keys: Ray Tune's trial table shows the first four (per-trial progress).
     lead: tuple[str, ...] = ("progress",)
-    # The model before training (fresh head, adapters at their identity init): its metrics
-    # (``base_*``) and validation logits, kept so every checkpoint can compare against it.
+    # The model before training (fresh head, adapters at their identity init; for instruction
+    # tuning the pretrained LM itself, zero-shot): its metrics (``base_*``) and validation
+    # outputs, kept so every checkpoint can compare against it.
     base: Optional[dict[str, Any]] = None
 
+    def run(self, net: torch.nn.Module, split: str) -> tuple[dict[str, float], Any]:
+        return self.task.kind_module.evaluate(net, self.loaders[split], self.data, split, self.device, self.task, self.training)
+
     def score_base(self, net: torch.nn.Module) -> None:
-        logits, labels, loss = predict(net, self.loaders["validation"], self.device)
-        metrics = {f"base_{k}": v for k, v in scores(logits, labels, loss, self.multi_label).items()}
-        self.base = {"metrics": metrics, "logits": logits}
+        metrics, payload = self.run(net, "validation")
+        self.base = {"metrics": {f"base_{k}": v for k, v in metrics.items()}, "payload": payload}
 
 
 def worker_nodes(world: int) -> dict[str, str]:
@@ -135,13 +111,15 @@ def train_worker(cfg: dict[str, Any]) -> None:
     data = ray.get(cfg["data"][0])
     device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
     tokenizer = data.tokenizer
+    kind = task.kind_module
     net = models.build(study["model"], task, data.label_names, hp["method"], hp, device, tokenizer.pad_token_id)
     trainable_params, total_params = models.count_params(net)
     model = ray.train.torch.prepare_model(net, move_to_device=False) if world > 1 else net
 
-    collate = DataCollatorWithPadding(tokenizer)
+    collate = kind.collator(tokenizer, task)
     generator = torch.Generator().manual_seed(training["seed"])
-    train_loader = DataLoader(data.splits["train"], batch_size=training["batch_size"], shuffle=True, collate_fn=collate, generator=generator)
+    train_rows = kind.train_split(data, hp, training)  # instruction tuning may pack examples here
+    train_loader = DataLoader(train_rows, batch_size=training["batch_size"], shuffle=True, collate_fn=collate, generator=generator)
     if world > 1:
         train_loader = ray.train.torch.prepare_data_loader(train_loader, move_to_device=False)
     eval_bs = training["eval_batch_size"] or 2 * training["batch_size"]
@@ -150,15 +128,15 @@ def train_worker(cfg: dict[str, Any]) -> None:
     eval_loaders = {
         split: DataLoader(data.splits[split], batch_size=eval_bs, collate_fn=collate, generator=torch.Generator())
         for split in ("validation", "test")
-        if split in data.splits and "labels" in data.splits[split].column_names
+        if split in data.splits and data.labelled(split)
     }
 
-    evaluator = Evaluator(eval_loaders, device, task.multi_label, data.label_names, data.texts,
+    evaluator = Evaluator(eval_loaders, device, task, data, training,
                           lead=("progress", study["search"]["metric"], "step", "eval_loss"))
     nodes = worker_nodes(world)
     started = time.perf_counter()
     gpus = float(study["resources"]["gpus_per_worker"]) * world
-    plan = schedule(len(data.splits["train"]), training, world)
+    plan = schedule(len(train_rows), training, world)
     total, every = plan["total_steps"], plan["eval_every"]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp["learning_rate"], weight_decay=hp["weight_decay"])
@@ -189,6 +167,7 @@ def train_worker(cfg: dict[str, Any]) -> None:
     elif rank == 0 and training.get("eval_base", True):
         evaluator.score_base(net)
     step, micro, seen, train_time, epoch = (progress[k] for k in ("step", "micro", "seen", "train_time", "epoch"))
+    tokens = progress.get("tokens", 0)
     skip = progress["micro_in_epoch"]  # batches of the current epoch already trained on
     loss_sum, loss_n = 0.0, 0
     model.train()
@@ -207,7 +186,8 @@ def train_worker(cfg: dict[str, Any]) -> None:
             loss.backward()
             micro += 1
             micro_in_epoch += 1
-            seen += len(batch["labels"])
+            seen += len(batch["input_ids"])
+            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             loss_sum += float(loss.detach()) * training["grad_accum"]
             loss_n += 1
             if micro % training["grad_accum"] == 0:
@@ -226,6 +206,7 @@ def train_worker(cfg: dict[str, Any]) -> None:
                     "learning_rate": lr_schedule.get_last_lr()[0],
                     "train_time_s": train_time,
                     "examples_per_s": seen * world / max(train_time, 1e-9),
+                    "tokens_per_s": tokens * world / max(train_time, 1e-9),
                     # this attempt's time since the worker started (model load + training + evals)
                     "wall_time_s": time.perf_counter() - started,
                     "gpu_hours": train_time * gpus / 3600,
@@ -238,14 +219,14 @@ def train_worker(cfg: dict[str, Any]) -> None:
                 }
                 loss_sum, loss_n = 0.0, 0
                 state = {
-                    "progress": {"step": step, "micro": micro, "seen": seen, "train_time": train_time, "epoch": epoch, "micro_in_epoch": micro_in_epoch},
+                    "progress": {"step": step, "micro": micro, "seen": seen, "tokens": tokens, "train_time": train_time, "epoch": epoch, "micro_in_epoch": micro_in_epoch},
                     "epoch_rng": epoch_rng,
                     "rng": torch.get_rng_state(),
                     "optimizer": optimizer.state_dict(),
                     "lr_schedule": lr_schedule.state_dict(),
                     "base": evaluator.base,
                 }
-                _report(rank, net, metrics, state, evaluator, final=step == total)
+                _report(rank, net, hp["method"], metrics, state, evaluator, final=step == total)
             if step >= total:
                 break
         epoch += 1
@@ -256,10 +237,7 @@ def train_worker(cfg: dict[str, Any]) -> None:
 def restore(folder: str, net: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_schedule: Any) -> dict[str, Any]:
     """Load a checkpoint written by ``_report``: adapter (and head) weights into the peft model,
     optimizer and LR schedule state; returns the progress counters and RNG states."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    set_peft_model_state_dict(net, load_file(os.path.join(folder, "adapter_model.safetensors")))
+    models.load_trained(net, folder)
     state = torch.load(os.path.join(folder, TRAINING_STATE), weights_only=False)
     with open(os.path.join(folder, "trial_state.json")) as f:
         state["metrics"] = json.load(f)  # what was reported with this checkpoint
@@ -268,24 +246,23 @@ def restore(folder: str, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return state
 
 
-def _report(rank: int, net: torch.nn.Module, metrics: dict[str, Any], state: dict[str, Any], ev: Evaluator, final: bool) -> None:
-    """Rank 0 evaluates and checkpoints: the adapter (never the base weights), its validation
-    predictions (``eval/``) and what resuming needs (optimizer, LR schedule, step counters, RNG);
-    every rank reports."""
+def _report(rank: int, net: torch.nn.Module, method: str, metrics: dict[str, Any], state: dict[str, Any], ev: Evaluator, final: bool) -> None:
+    """Rank 0 evaluates and checkpoints: what training changed (the adapter, never the base
+    weights; the head or the whole model for the baselines), its validation outputs (``eval/``)
+    and what resuming needs (optimizer, LR schedule, step counters, RNG); every rank reports."""
     if rank != 0:
         ray.train.report({"step": metrics["step"]})
         return
-    logits, labels, loss = predict(net, ev.loaders["validation"], ev.device)
-    metrics.update(scores(logits, labels, loss, ev.multi_label))
+    scored, payload = ev.run(net, "validation")
+    metrics.update(scored)
     if ev.base is not None:
         metrics.update(ev.base["metrics"])
     if final and "test" in ev.loaders:
-        metrics.update({f"test_{k}": v for k, v in evaluate(net, ev.loaders["test"], ev.device, ev.multi_label).items()})
+        metrics.update({f"test_{k}": v for k, v in ev.run(net, "test")[0].items()})
     metrics = {**{k: metrics[k] for k in ev.lead if k in metrics}, **metrics}
     with tempfile.TemporaryDirectory() as tmp:
-        net.save_pretrained(tmp)  # peft: adapter + trained head (modules_to_save) only
-        base_logits = ev.base["logits"] if ev.base is not None else None
-        eval_files.write(tmp, logits, labels, ev.label_names, ev.multi_label, ev.texts, base_logits)
+        models.save_trained(net, tmp, method)
+        ev.task.kind_module.write_files(tmp, payload, ev.base["payload"] if ev.base is not None else None, ev.data, ev.task)
         with open(os.path.join(tmp, "trial_state.json"), "w") as f:
             json.dump(metrics, f)
         torch.save(state, os.path.join(tmp, TRAINING_STATE))

@@ -2,6 +2,8 @@
 
 Adding DoRA or LoHa is one new ``register(Method(...))`` entry: the search spaces name
 the hyperparameters, the trial looks the method up here, nothing else changes.
+Two baselines sit beside the peft methods: ``full`` (every weight trains) and ``head``
+(frozen base, only the task head trains), so a report can say what the adapter buys.
 """
 
 from __future__ import annotations
@@ -14,17 +16,26 @@ from peft import IA3Config, LoraConfig, PeftConfig, TaskType
 
 # Classification heads are freshly initialised: they must stay in full precision
 # (bitsandbytes cannot quantize an uninitialised layer) and stay trainable.
-HEAD_MODULES = ["classifier", "score", "pooler"]
+HEAD_MODULES = ["classifier", "score", "pooler", "pre_classifier", "qa_outputs"]
+
+# Architectures peft has no default targets for: (LoRA targets, IA3 targets, IA3 feed-forward).
+DEFAULT_TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
+    "distilbert": (["q_lin", "v_lin"], ["k_lin", "v_lin", "lin2"], ["lin2"]),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
     name: str
     description: str
-    peft_config: Callable[[dict[str, Any]], PeftConfig]
+    # (hyperparameters, peft TaskType name, model type) -> peft config; None = no adapter
+    peft_config: Optional[Callable[[dict[str, Any], str, str], PeftConfig]]
     # Hyperparameters the method reads beyond the shared ones (for validation and docs).
     hyperparams: tuple[str, ...] = ()
     quantization: Optional[Callable[[torch.device], Any]] = None  # -> transformers BitsAndBytesConfig
+    trains: str = "adapter"  # "adapter" | "head" (only the task head) | "all" (full fine-tuning)
+    # Task kinds it makes sense for (``head`` needs a freshly initialised task head).
+    kinds: tuple[str, ...] = ("classification", "qa", "sft")
 
     @property
     def quantized(self) -> bool:
@@ -39,10 +50,11 @@ def register(method: Method) -> Method:
     return method
 
 
-def _target_modules(hp: dict[str, Any]) -> Any:
+def _target_modules(hp: dict[str, Any], model_type: str) -> Any:
     preset = hp.get("target_modules", "default")
     if preset in (None, "default"):
-        return None  # peft picks the architecture's attention projections
+        # peft picks the architecture's attention projections (we fill in what it lacks)
+        return DEFAULT_TARGETS[model_type][0] if model_type in DEFAULT_TARGETS else None
     if isinstance(preset, str) and preset != "all-linear":
         return [m.strip() for m in preset.split(",") if m.strip()]
     return preset
@@ -55,19 +67,33 @@ def lora_alpha(hp: dict[str, Any]) -> int:
     return int(round(float(hp.get("lora_alpha_ratio", 2)) * int(hp.get("lora_r", 8))))
 
 
-def _lora(hp: dict[str, Any]) -> PeftConfig:
+def _extra_heads(model_type: str) -> Optional[list[str]]:
+    # DistilBERT's classification head is two layers; peft only keeps ``classifier`` trainable.
+    return ["pre_classifier"] if model_type == "distilbert" else None
+
+
+def _lora(hp: dict[str, Any], task_type: str, model_type: str) -> PeftConfig:
     return LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=TaskType[task_type],
         r=int(hp.get("lora_r", 8)),
         lora_alpha=lora_alpha(hp),
         lora_dropout=float(hp.get("lora_dropout", 0.0)),
-        target_modules=_target_modules(hp),
+        target_modules=_target_modules(hp, model_type),
+        # 'all-linear' would also wrap the task head, which trains in full (modules_to_save)
+        exclude_modules=[m for m in HEAD_MODULES if m != "pooler"],
+        modules_to_save=_extra_heads(model_type),
     )
 
 
-def _ia3(hp: dict[str, Any]) -> PeftConfig:
+def _ia3(hp: dict[str, Any], task_type: str, model_type: str) -> PeftConfig:
     # peft's per-architecture defaults pick the key/value (+ feed-forward) modules.
-    return IA3Config(task_type=TaskType.SEQ_CLS)
+    targets = DEFAULT_TARGETS.get(model_type)
+    return IA3Config(
+        task_type=TaskType[task_type],
+        target_modules=targets[1] if targets else None,
+        feedforward_modules=targets[2] if targets else None,
+        modules_to_save=_extra_heads(model_type),
+    )
 
 
 def _nf4(device: torch.device) -> Any:
@@ -88,3 +114,5 @@ LORA_HPARAMS = ("lora_r", "lora_alpha", "lora_alpha_ratio", "lora_dropout", "tar
 register(Method("lora", "low-rank adapters on frozen fp32/bf16 weights", _lora, LORA_HPARAMS))
 register(Method("qlora", "LoRA on a 4-bit nf4 (bitsandbytes) base, k-bit prepared", _lora, LORA_HPARAMS, _nf4))
 register(Method("ia3", "learned rescaling of keys, values and feed-forward activations (no rank)", _ia3))
+register(Method("full", "baseline: full fine-tuning, every weight trains (most memory; no adapter)", None, trains="all"))
+register(Method("head", "baseline: frozen pretrained base, only the fresh task head trains (a linear probe)", None, trains="head", kinds=("classification", "qa")))

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import torch
 from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoTokenizer
 
 from sweeps.errors import StudyError
 from trainables.methods import METHODS
@@ -54,10 +54,16 @@ def count_params(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-def build(ref: str, task: Task, label_names: list[str], method: str, hp: dict[str, Any], device: torch.device, pad_token_id: int | None) -> PeftModel:
-    """Base model + head for ``task``, quantized if the method asks, wrapped by peft."""
-    spec = METHODS[method]
-    kwargs: dict[str, Any] = {
+TRAINED_HEAD_MODULES = ("classifier", "score", "pre_classifier", "qa_outputs")  # fresh task heads
+HEAD_WEIGHTS = "head.safetensors"  # what a ``head`` checkpoint holds
+FULL_WEIGHTS = "model.safetensors"  # what a ``full`` checkpoint holds (save_pretrained)
+
+
+def base_kwargs(task: Task, label_names: list[str]) -> dict[str, Any]:
+    """``from_pretrained`` arguments that shape the task head."""
+    if task.kind != "classification":
+        return {}
+    return {
         "num_labels": len(label_names),
         "id2label": dict(enumerate(label_names)),
         "label2id": {n: i for i, n in enumerate(label_names)},
@@ -65,16 +71,86 @@ def build(ref: str, task: Task, label_names: list[str], method: str, hp: dict[st
         # A checkpoint that already has a head for other labels gets a fresh one.
         "ignore_mismatched_sizes": True,
     }
+
+
+def freeze_all_but_head(model: torch.nn.Module) -> None:
+    """The ``head`` baseline: only modules named like a fresh task head keep gradients."""
+    for name, p in model.named_parameters():
+        p.requires_grad = any(part in TRAINED_HEAD_MODULES for part in name.split("."))
+    if not any(p.requires_grad for p in model.parameters()):
+        raise StudyError("methods", f"{type(model).__name__} has no task head ({', '.join(TRAINED_HEAD_MODULES)}) to train", "use another method than 'head' for this task")
+
+
+def check_architecture(ref: str, task: Task) -> None:
+    """Fail before anything starts when transformers has no head of this task for the model."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve(ref))
+    except Exception:
+        return  # an unreadable config fails with its own error when the tokenizer/model loads
+    if type(config) not in task.auto_model._model_mapping:
+        raise StudyError("model", f"transformers has no {task.auto_model.__name__[12:]} head for {type(config).__name__} ({ref})", f"use a model family that has one for task {task.name} (e.g. Llama, Mistral, BERT)")
+
+
+def load_base(task: Task, path: str, kwargs: dict[str, Any]) -> torch.nn.Module:
+    """``from_pretrained`` with the task's Auto class. Some task classes name their backbone
+    differently from the checkpoint (LlamaForQuestionAnswering: ``transformer.*``, Llama
+    checkpoints: ``model.*``), which would silently leave the whole base randomly initialised;
+    such a load is redone with the checkpoint's keys mapped onto the class's names."""
+    model, info = task.auto_model.from_pretrained(path, output_loading_info=True, **kwargs)
+    prefix = model.base_model_prefix
+    if prefix != "model" and any(k.startswith(f"{prefix}.") for k in info["missing_keys"]) and any(k.startswith("model.") for k in info["unexpected_keys"]):
+        model = task.auto_model.from_pretrained(path, key_mapping={r"^model\.": f"{prefix}."}, **kwargs)
+    return model
+
+
+def build(ref: str, task: Task, label_names: list[str], method: str, hp: dict[str, Any], device: torch.device, pad_token_id: int | None) -> torch.nn.Module:
+    """Base model + head for ``task``, quantized if the method asks, wrapped by peft (or, for
+    the ``full``/``head`` baselines, left plain with the right weights trainable)."""
+    spec = METHODS[method]
+    kwargs = base_kwargs(task, label_names)
     if spec.quantized:
         kwargs["quantization_config"] = spec.quantization(device)
         kwargs["device_map"] = {"": device}
         if device.type == "cuda":
             kwargs["dtype"] = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    model = AutoModelForSequenceClassification.from_pretrained(resolve(ref), **kwargs)
+    model = load_base(task, resolve(ref), kwargs)
     if pad_token_id is not None and model.config.pad_token_id is None:
         model.config.pad_token_id = pad_token_id  # decoder heads pool the last non-pad token
     if spec.quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
         model.to(device)
-    return get_peft_model(model, spec.peft_config(hp))
+    if spec.trains == "head":
+        freeze_all_but_head(model)
+    if spec.peft_config is None:
+        return model
+    return get_peft_model(model, spec.peft_config(hp, task.peft_task_type, model.config.model_type))
+
+
+def save_trained(net: torch.nn.Module, folder: str, method: str) -> None:
+    """What training changed, never more: the adapter (+ trained head) via peft, the head
+    weights alone (``head``), or the whole model (``full``)."""
+    if isinstance(net, PeftModel) or METHODS[method].trains == "all":
+        net.save_pretrained(folder)
+        return
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in net.named_parameters() if v.requires_grad}, os.path.join(folder, HEAD_WEIGHTS))
+
+
+def load_trained(net: torch.nn.Module, folder: str) -> None:
+    """Put weights written by ``save_trained`` back into a model built by ``build``."""
+    from safetensors.torch import load_file
+
+    if isinstance(net, PeftModel):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(net, load_file(os.path.join(folder, "adapter_model.safetensors")))
+        return
+    name = HEAD_WEIGHTS if os.path.isfile(os.path.join(folder, HEAD_WEIGHTS)) else FULL_WEIGHTS
+    # strict=False: save_pretrained leaves out tied weights (an LM head tied to the embeddings)
+    missing = net.load_state_dict(load_file(os.path.join(folder, name)), strict=False)
+    if name == HEAD_WEIGHTS and missing.unexpected_keys:
+        raise RuntimeError(f"head checkpoint has weights the model lacks: {missing.unexpected_keys[:3]}")

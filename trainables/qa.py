@@ -1,0 +1,170 @@
+"""Extractive question answering (SQuAD v1.1 / v2.0) as a task kind.
+
+Long contexts are cut into overlapping windows (``training.doc_stride`` tokens of overlap), each
+window trained to point at the answer span, or at the first token (the "no answer" span) when
+the answer is not inside it. Scoring maps each example's best span over its windows back to
+context characters (``postprocess``) and applies the official EM/F1 (``squad_metrics``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from datasets import Dataset, DatasetDict
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding
+
+from sweeps.errors import StudyError
+from trainables import data as data_mod
+from trainables.data import PreparedData
+from trainables.squad_metrics import question_scores, squad_scores
+from trainables.tasks import Task
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions")
+PREDICTIONS = "predictions.csv"
+
+
+def load_examples(spec: Any, seed: int) -> DatasetDict:
+    """Splits with standard columns: id, question, context, answers {text, answer_start}."""
+    cols = spec.columns
+    ds = data_mod.load_raw(spec, seed)
+    needed = {"question": cols.question, "context": cols.context, "answers": cols.answers}
+    data_mod.require_columns(ds, needed, optional_in_test=("answers",))
+    out = DatasetDict()
+    for split, d in ds.items():
+        ids = [str(i) for i in d[cols.id]] if cols.id in d.column_names else [f"{split}-{i}" for i in range(len(d))]
+        answers = d[cols.answers] if cols.answers in d.column_names else [{"text": [], "answer_start": []}] * len(d)
+        out[split] = Dataset.from_dict({"id": ids, "question": [str(q).strip() for q in d[cols.question]], "context": list(d[cols.context]), "answers": answers})
+    return data_mod.split_and_cap(out, spec, seed)
+
+
+def windows(examples: Dataset, tokenizer: Any, max_length: int, stride: int) -> Dataset:
+    """Tokenize (question, context) into windows with start/end token labels, each window's
+    ``example_index`` and its context character offsets (-1 outside the context)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise StudyError("model", "extractive QA needs a fast tokenizer (character offsets)", "use a model whose tokenizer.json is available")
+    enc = tokenizer(
+        list(examples["question"]), list(examples["context"]), truncation="only_second", max_length=max_length, stride=stride,
+        return_overflowing_tokens=True, return_offsets_mapping=True,
+    )
+    answer_list = list(examples["answers"])
+    starts, ends, offsets = [], [], []
+    for i, offs in enumerate(enc["offset_mapping"]):
+        seq = enc.sequence_ids(i)
+        ctx_offs = [tuple(o) if s == 1 else (-1, -1) for o, s in zip(offs, seq)]
+        offsets.append(ctx_offs)
+        answers = answer_list[enc["overflow_to_sample_mapping"][i]]
+        start = end = 0  # the "no answer" span: the window's first token
+        if answers["text"]:
+            a0 = answers["answer_start"][0]
+            a1 = a0 + len(answers["text"][0])
+            inside = [t for t, (c0, c1) in enumerate(ctx_offs) if c0 >= 0]
+            if inside and ctx_offs[inside[0]][0] <= a0 and ctx_offs[inside[-1]][1] >= a1:
+                start = next(t for t in inside if ctx_offs[t][1] > a0)
+                end = next(t for t in reversed(inside) if ctx_offs[t][0] < a1)
+        starts.append(start)
+        ends.append(end)
+    keep = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+    return Dataset.from_dict({**keep, "start_positions": starts, "end_positions": ends, "offset_mapping": offsets, "example_index": list(enc["overflow_to_sample_mapping"])})
+
+
+def prepare(spec: Any, task: Task, tokenizer: Any, training: dict[str, Any], seed: int) -> PreparedData:
+    import datasets
+
+    datasets.disable_progress_bars()
+    tokenizer.padding_side = "right"  # span labels are token positions from the left
+    examples = load_examples(spec, seed)
+    splits = DatasetDict({k: windows(d, tokenizer, training["max_length"], training["doc_stride"]) for k, d in examples.items()})
+    splits["train"] = splits["train"].remove_columns(["offset_mapping", "example_index"])
+    extra = {split: {c: list(d[c]) for c in ("id", "question", "context", "answers")} for split, d in examples.items() if split != "train"}
+    return PreparedData(splits=splits, label_names=[], tokenizer=tokenizer, extra=extra)
+
+
+@dataclasses.dataclass
+class _Collator:
+    inner: Any
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.inner([{k: v for k, v in f.items() if k in MODEL_INPUTS} for f in features])
+
+
+def collator(tokenizer: Any, task: Task) -> Any:
+    return _Collator(DataCollatorWithPadding(tokenizer))
+
+
+def train_split(data: PreparedData, hp: dict[str, Any], training: dict[str, Any]) -> Any:
+    return data.splits["train"]
+
+
+def postprocess(examples: dict[str, list], features: Dataset, start_logits: list[np.ndarray], end_logits: list[np.ndarray], allow_no_answer: bool, n_best: int = 20, max_answer_length: int = 30) -> list[str]:
+    """Each example's answer text: the best-scoring valid span (start <= end, inside the context,
+    at most ``max_answer_length`` tokens) over all its windows; with ``allow_no_answer``, ""
+    when the no-answer span (first token) of some window scores higher (SQuAD v2)."""
+    by_example: dict[int, list[int]] = {}
+    for f, e in enumerate(list(features["example_index"])):
+        by_example.setdefault(int(e), []).append(f)
+    offsets_all = list(features["offset_mapping"])
+    answers = []
+    for e, context in enumerate(examples["context"]):
+        best_text, best_score, null_score = "", -np.inf, np.inf
+        for f in by_example.get(e, []):
+            s_log, e_log, offs = start_logits[f], end_logits[f], offsets_all[f]
+            null_score = min(null_score, float(s_log[0] + e_log[0]))
+            for s in np.argsort(s_log)[::-1][:n_best]:
+                for t in np.argsort(e_log)[::-1][:n_best]:
+                    if s >= len(offs) or t >= len(offs) or offs[s][0] < 0 or offs[t][0] < 0 or t < s or t - s + 1 > max_answer_length:
+                        continue
+                    score = float(s_log[s] + e_log[t])
+                    if score > best_score:
+                        best_score, best_text = score, context[offs[s][0]:offs[t][1]]
+        answers.append("" if allow_no_answer and null_score > best_score else best_text)
+    return answers
+
+
+@torch.no_grad()
+def _logits(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> tuple[list[np.ndarray], list[np.ndarray], float]:
+    model.eval()
+    starts, ends, loss_sum, n = [], [], 0.0, 0
+    for batch in loader:
+        lengths = batch["attention_mask"].sum(dim=1).tolist()
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model(**batch)
+        rows = len(batch["input_ids"])
+        loss_sum += float(out.loss) * rows
+        n += rows
+        for i, length in enumerate(lengths):  # right padding: a window's tokens come first
+            starts.append(out.start_logits[i, :length].float().cpu().numpy())
+            ends.append(out.end_logits[i, :length].float().cpu().numpy())
+    model.train()
+    return starts, ends, loss_sum / max(n, 1)
+
+
+def evaluate(model: torch.nn.Module, loader: DataLoader, data: PreparedData, split: str, device: torch.device, task: Task, training: dict[str, Any]) -> tuple[dict[str, float], Any]:
+    starts, ends, loss = _logits(model, loader, device)
+    examples = data.extra[split]
+    preds = postprocess(examples, data.splits[split], starts, ends, task.allow_no_answer, max_answer_length=training["max_answer_length"])
+    golds = [a["text"] for a in examples["answers"]]
+    metrics = squad_scores(zip(golds, preds), version_2=task.allow_no_answer)
+    return {**metrics, "eval_loss": loss}, preds
+
+
+def write_files(folder: str, payload: Any, base_payload: Optional[Any], data: PreparedData, task: Task) -> None:
+    """``eval/predictions.csv``: one row per validation question (id, question, reference
+    answers, prediction, its EM/F1, the model-before-training's prediction)."""
+    import os
+
+    ex = data.extra["validation"]
+    golds = [a["text"] for a in ex["answers"]]
+    scores = [question_scores(g, p) for g, p in zip(golds, payload)]
+    rows: dict[str, list] = {
+        "id": ex["id"], "question": ex["question"], "answers": [" | ".join(g) for g in golds], "prediction": payload,
+        "exact_match": [e for e, _ in scores], "f1": [round(f, 4) for _, f in scores],
+    }
+    if base_payload is not None:
+        rows["base_prediction"] = base_payload
+    os.makedirs(os.path.join(folder, "eval"), exist_ok=True)
+    pd.DataFrame(rows).to_csv(os.path.join(folder, "eval", PREDICTIONS), index=False)
