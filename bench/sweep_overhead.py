@@ -35,7 +35,8 @@ from sweeps.schema import to_dict
 from sweeps.study import Study, load_study
 from trainables import data as data_mod
 from trainables import hparams
-from trainables.loop import evaluate, schedule
+from trainables import classification
+from trainables.loop import schedule
 from trainables.model import build, load_tokenizer
 from trainables.tasks import TASKS
 
@@ -73,7 +74,7 @@ def plain_run(study: Study, prepared: data_mod.PreparedData, config: dict[str, A
             optimizer.zero_grad(set_to_none=True)
             step += 1
             if step % every == 0 or step == total:
-                metrics = evaluate(model, val, device, task.multi_label)
+                metrics = classification.evaluate(model, val, prepared, "validation", device, task, {})[0]
             if step >= total:
                 break
     return {"f1_macro": metrics["f1_macro"], "seconds": time.perf_counter() - started}

@@ -45,10 +45,10 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
     """Export the parent's best trial (or ``trial_run_id``) to ``out``; returns the export info."""
     import torch
     from peft import PeftModel
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     from trainables.methods import METHODS
-    from trainables.model import load_tokenizer, resolve
+    from trainables.model import base_kwargs, load_base, load_tokenizer, load_trained, resolve
     from trainables.tasks import TASKS
 
     settings = runs.parent_yaml(client, parent, runs.STUDY_FILE)
@@ -66,19 +66,24 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
             raise StudyError("trial", f"trial run {trial.info.run_id} has no {ADAPTER}/ artifact", "pick a trial that finished (see python -m sweeps.report)") from None
         base_path = resolve(ref)
         tokenizer = load_tokenizer(ref)
-        config = AutoConfig.from_pretrained(
-            base_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={n: i for i, n in enumerate(labels)}, problem_type=task.problem_type,
-        )
+        head = {k: v for k, v in base_kwargs(task, labels).items() if k != "ignore_mismatched_sizes"}
+        config = AutoConfig.from_pretrained(base_path, **head)
         if config.pad_token_id is None:
             config.pad_token_id = tokenizer.pad_token_id  # decoder heads pool the last non-pad token
         # Built beside the download and moved into place at the end: a failure leaves no half export.
         work = Path(tmp) / "export"
         work.mkdir()
         quantization = None
-        if merge:
+        spec = METHODS[method]
+        if spec.peft_config is None:
+            # full / head baselines: no adapter; the trained weights go into the base, always merged
+            merge = True
+            model = load_base(task, base_path, {"config": config})
+            load_trained(model, str(adapter))
+            model.save_pretrained(work)
+        elif merge:
             # Full-precision base (also for QLoRA: its adapter merges into dequantized weights).
-            base = AutoModelForSequenceClassification.from_pretrained(base_path, config=config)
+            base = load_base(task, base_path, {"config": config})
             PeftModel.from_pretrained(base, adapter).merge_and_unload().save_pretrained(work)
         else:
             for name in ADAPTER_FILES:
@@ -89,7 +94,6 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
             adapter_config["base_model_name_or_path"] = base_path
             (work / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
             config.save_pretrained(work)
-            spec = METHODS[method]
             if spec.quantized:
                 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
                 quantization = spec.quantization(device).to_dict()
@@ -122,14 +126,17 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
 
 
 def model_card(info: dict[str, Any]) -> str:
+    from trainables.tasks import TASKS
+
     params = ", ".join(f"{k}={v}" for k, v in sorted(info["params"].items()))
+    auto = TASKS[info["task"]].auto_model.__name__
     if info["merged"]:
         load = (
-            "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
-            "model = AutoModelForSequenceClassification.from_pretrained(FOLDER)\n"
+            f"from transformers import {auto}, AutoTokenizer\n"
+            f"model = {auto}.from_pretrained(FOLDER)\n"
             "tokenizer = AutoTokenizer.from_pretrained(FOLDER)\n"
         )
-        what = f"The {info['method']} adapter merged into the base weights of `{info['model']}`: a plain transformers model."
+        what = f"The {info['method']} fine-tuned weights of `{info['model']}` (adapters merged): a plain transformers model."
     else:
         quant = ""
         if info["quantization"]:
@@ -140,14 +147,14 @@ def model_card(info: dict[str, Any]) -> str:
         load = (
             "import json\n"
             "from peft import PeftModel\n"
-            "from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig\n"
+            f"from transformers import AutoConfig, {auto}, AutoTokenizer, BitsAndBytesConfig\n"
             "kwargs = {}\n" + quant +
             "config = AutoConfig.from_pretrained(FOLDER)  # labels and head of the fine-tuned model\n"
-            f"base = AutoModelForSequenceClassification.from_pretrained({info['base_model']!r}, config=config, **kwargs)\n"
+            f"base = {auto}.from_pretrained({info['base_model']!r}, config=config, **kwargs)\n"
             "model = PeftModel.from_pretrained(base, FOLDER).eval()\n"
             "tokenizer = AutoTokenizer.from_pretrained(FOLDER)\n"
         )
-        what = f"The {info['method']} adapter (and trained classification head) for base model `{info['model']}`."
+        what = f"The {info['method']} adapter (and trained task head) for base model `{info['model']}`."
     return (
         f"# {info['study']}: best trial\n\n{what}\n\n"
         f"- task: {info['task']}; labels: {', '.join(info['labels'])}\n"

@@ -73,6 +73,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if pairs is not None and len(pairs) != len(texts):
             raise StudyError("--pair", f"{len(pairs)} pairs for {len(texts)} texts", "give one --pair per text")
         client, parent = runs.find_parent(args.ref, args.tracking_uri)
+        task = (runs.parent_yaml(client, parent, runs.STUDY_FILE) or {}).get("task")
+        if task not in (None, "single_label", "multi_label", "sentence_pair"):
+            raise StudyError("study", f"{args.ref} is a {task} study; sweeps.predict labels texts of classification studies", "export it (python -m sweeps.export) and load it with transformers as its README.md shows")
         trial_id = runs.trial_of(client, parent, args.trial).info.run_id
         folder = cache_folder(trial_id)
         if not (folder / EXPORT_INFO).is_file():

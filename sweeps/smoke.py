@@ -13,9 +13,10 @@ file (the train split) or a folder with ``train.*`` and optionally ``validation.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from sweeps.errors import StudyError
 from sweeps.study import Study
@@ -25,7 +26,8 @@ SPLIT_NAMES = {"train": ("train",), "validation": ("validation", "val", "dev"), 
 
 
 def _set(key: str, value: Any) -> str:
-    return f"{key}={json.dumps(value)}"  # JSON is YAML: apply_set parses it back exactly
+    # PyYAML's own flow style (2e-05 -> 2.0e-05): apply_set parses it back exactly
+    return f"{key}={yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()}"
 
 
 def data_overrides(path: str) -> list[str]:

@@ -59,3 +59,40 @@ def test_multi_label_head(tiny_llama):
     batch = tok(["a b c", "d"], padding=True, return_tensors="pt")
     out = net(**batch, labels=torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 1]]))
     assert out.logits.shape == (2, 4) and torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("method", ["full", "head"])
+def test_baselines_train_the_right_weights_and_checkpoint_round_trips(minilm_path, tmp_path, method):
+    """``full``: every weight trains; ``head``: only the fresh classification head. What a
+    checkpoint saves restores exactly into a freshly built model."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    net = models.build(minilm_path, TASKS["single_label"], ["a", "b", "c"], method, HP, torch.device("cpu"), tok.pad_token_id)
+    trainable, total = models.count_params(net)
+    names = [n for n, p in net.named_parameters() if p.requires_grad]
+    if method == "full":
+        assert trainable == total
+    else:
+        assert names == ["classifier.weight", "classifier.bias"] and trainable == 384 * 3 + 3
+    batch = tok(["so happy", "so sad"], return_tensors="pt", padding=True)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    net(**batch, labels=torch.tensor([0, 1])).loss.backward()
+    opt.step()
+    models.save_trained(net, str(tmp_path), method)
+    saved = {p.name for p in tmp_path.iterdir()}
+    assert saved == ({"head.safetensors"} if method == "head" else {"config.json", "model.safetensors"})
+    fresh = models.build(minilm_path, TASKS["single_label"], ["a", "b", "c"], method, HP, torch.device("cpu"), tok.pad_token_id)
+    models.load_trained(fresh, str(tmp_path))
+    for (n, a), (_, b) in zip(net.state_dict().items(), fresh.state_dict().items()):
+        assert torch.equal(a, b), n
+
+
+def test_head_is_refused_for_instruction_tuning(tiny_llama, tmp_path):
+    from sweeps.errors import StudyError
+    from sweeps.study import load_study
+    from tests.conftest import base_study, write_study
+
+    study = base_study(tiny_llama, task="instruction", methods=["head"], search={"metric": "eval_loss", "mode": "min", "algorithm": "grid"})
+    with pytest.raises(StudyError, match=r"methods\[0\].*does not apply to sft"):
+        load_study(write_study(tmp_path, study))

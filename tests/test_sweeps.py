@@ -1,7 +1,7 @@
 """Real sweeps on a real local Ray cluster, tracked in a real MLflow store.
 
-Covers: grid and random search on the demo study (Optuna: tests/test_report.py, on a real
-MLflow server), every method, the MLflow run tree, ASHA with
+Covers: grid search on the demo study (Optuna: tests/test_report.py, on a real MLflow server;
+random and every catalogue study: tests/test_catalogue.py), every method, the MLflow run tree, ASHA with
 more trials than slots (no hang, early-stopped trials free their CPUs), and a starved trial
 failing with a clear error instead of waiting forever.
 """
@@ -57,22 +57,6 @@ def test_demo_grid_runs_every_method_and_builds_the_run_tree(ray_cluster, workdi
         assert run.data.metrics["trainable_params"] < run.data.metrics["total_params"] / 50
     assert parent.data.metrics["trials_completed"] == 3
     assert "best.method" in parent.data.params and parent.data.metrics["best_f1_macro"] == max(r.data.metrics["f1_macro"] for r in kids)
-
-
-def test_demo_runs_with_random_search(ray_cluster, workdir, capsys):
-    assert main(["emotion_demo", "--search", "random", "--num-samples", "2", *SMALL]) == 0
-    check_sampled_sweep(mlflow_runs(workdir, "emotion_demo")[1], "random", capsys)
-
-
-def check_sampled_sweep(runs, search: str, capsys) -> None:
-    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-    assert parent.data.tags["search"] == search and parent.info.status == "FINISHED"
-    kids = children_of(runs, parent.info.run_id)
-    assert len(kids) == 2
-    for run in kids:
-        assert 1e-3 <= float(run.data.params["learning_rate"]) <= 1e-2  # sampled from small_encoder's range
-        assert run.info.status == "FINISHED" and "f1_macro" in run.data.metrics
-    assert "best f1_macro" in capsys.readouterr().out
 
 
 def test_asha_with_more_trials_than_slots_finishes_and_frees_cpus(ray_cluster, workdir, tiny_llama):

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
+from transformers import AutoConfig, AutoTokenizer, BitsAndBytesConfig
 
 EXPORT_INFO = "sweep_export.json"
 
@@ -39,18 +39,22 @@ def load(folder: str | Path, device: Optional[torch.device] = None) -> tuple[tor
     """(model in eval mode, tokenizer, export info)."""
     from peft import PeftModel
 
+    from trainables.model import load_base
+    from trainables.tasks import TASKS
+
     folder = Path(folder)
     info = read_info(folder)
+    task = TASKS[info["task"]]
     device = device or torch.device("cpu")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if info["merged"]:
-        model = AutoModelForSequenceClassification.from_pretrained(folder).to(device)
+        model = task.auto_model.from_pretrained(folder).to(device)
     else:
         kwargs: dict[str, Any] = {"config": AutoConfig.from_pretrained(folder)}
         if info.get("quantization"):
             kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(info["quantization"])
             kwargs["device_map"] = {"": device}
-        base = AutoModelForSequenceClassification.from_pretrained(info["base_model"], **kwargs)
+        base = load_base(task, info["base_model"], kwargs)
         if not info.get("quantization"):
             base.to(device)
         model = PeftModel.from_pretrained(base, folder)

@@ -103,7 +103,8 @@ def train_split(data: PreparedData, hp: dict[str, Any], training: dict[str, Any]
 def postprocess(examples: dict[str, list], features: Dataset, start_logits: list[np.ndarray], end_logits: list[np.ndarray], allow_no_answer: bool, n_best: int = 20, max_answer_length: int = 30) -> list[str]:
     """Each example's answer text: the best-scoring valid span (start <= end, inside the context,
     at most ``max_answer_length`` tokens) over all its windows; with ``allow_no_answer``, ""
-    when the no-answer span (first token) of some window scores higher (SQuAD v2)."""
+    when the no-answer span (first token) outscores it in every window (SQuAD v2; the null
+    score is the lowest over windows, as in transformers' run_qa example)."""
     by_example: dict[int, list[int]] = {}
     for f, e in enumerate(list(features["example_index"])):
         by_example.setdefault(int(e), []).append(f)

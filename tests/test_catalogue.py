@@ -1,0 +1,136 @@
+"""The study catalogue: every study in sweeps/studies/ validates offline, and each one of the
+catalogue runs end to end in smoke mode (``--smoke --model TINY --data FOLDER``) through Ray
+Tune, Optuna and MLflow, on a tiny from-config model of its own architecture family and data
+generated in its own column layout."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweeps.run import main
+from sweeps.study import STUDIES_DIR, known_studies, load_study
+from tests import study_data
+from tests.conftest import mlflow_runs
+
+CATALOGUE = [
+    "emotion_gemma", "emotion_gemma_ia3", "emotion_mistral_qlora", "emotion_methods", "sst2_llama",
+    "squad_llama", "snli_phi2_qlora", "imdb_distilbert", "imdb_mistral_qlora", "finetome_llama",
+]
+EVAL_FILE = {"classification": "eval/predictions.csv", "qa": "eval/predictions.csv", "sft": "eval/generations.csv"}
+
+
+def family(model_id: str) -> str:
+    return next(f for f in ("gemma", "mistral", "llama", "phi", "distilbert") if f in model_id.lower())
+
+
+@pytest.mark.parametrize("name", known_studies())
+def test_every_study_validates_offline(name, capsys):
+    assert main([name, "--dry-run"]) == 0
+    assert "study is valid" in capsys.readouterr().out
+
+
+def test_catalogue_is_complete():
+    assert set(CATALOGUE) <= set(known_studies())
+    for name in CATALOGUE:
+        text = (STUDIES_DIR / f"{name}.yaml").read_text()
+        assert "# Launch:" in text and "--dry-run" in text and "--smoke" in text, f"{name}: header must say how to run it"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    from trainables import tiny
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    cache: dict[str, str] = {}
+
+    def get(fam: str) -> str:
+        if fam not in cache:
+            cache[fam] = str(tiny.build(fam, root / fam))
+        return cache[fam]
+
+    return get
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("name", CATALOGUE)
+def test_study_runs_end_to_end_in_smoke_mode(name, ray_cluster, workdir, tiny_models):
+    from trainables.tasks import TASKS
+
+    study = load_study(name)
+    task = TASKS[study.task]
+    data = study_data.write(study, workdir / "data")
+    assert main([name, "--smoke", "--model", tiny_models(family(study.model)), "--data", str(data)]) == 0
+
+    client, runs = mlflow_runs(workdir, f"{name}-smoke")
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and parent.data.tags["search"] == study.search.algorithm
+    assert len(kids) == len(study.methods)  # smoke: one trial per method
+    if study.search.algorithm == "grid":
+        assert sorted(r.data.tags["method"] for r in kids) == sorted(study.methods)
+    metric = study.search.metric
+    for run in kids:
+        status = run.data.tags["status"]  # ASHA may stop a trial at its first eval point
+        assert run.info.status == "FINISHED" and status in ("completed", "early_stopped"), run.data.tags.get("error")
+        for key in (metric, f"base_{metric}", "eval_loss", "trainable_params", "tokens_per_s", "peak_memory_mb"):
+            assert key in run.data.metrics, (name, key)
+        assert len(client.get_metric_history(run.info.run_id, metric)) == (2 if status == "completed" else 1)  # an eval after each of 2 steps
+        files = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
+        assert EVAL_FILE[task.kind] in files, files
+        assert client.list_artifacts(run.info.run_id, "adapter")
+        if run.data.tags["method"] in ("ia3", "full", "head"):
+            assert "lora_r" not in run.data.params  # conditional space: no rank without LoRA
+        assert run.data.params["study.model"].startswith(str(workdir.parent)) or run.data.params["study.model"].startswith("/")
+    history = [m.value for r in kids for m in client.get_metric_history(r.info.run_id, metric)]
+    assert parent.data.metrics[f"best_{metric}"] == pytest.approx(max(history) if study.search.mode == "max" else min(history))
+    assert parent.data.metrics["trials_failed"] == 0 and "best.method" in parent.data.params
+    for key in task.metrics:
+        if not key.startswith(("has_answer", "no_answer")):
+            assert key in kids[0].data.metrics, (name, key)
+    report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert "report/report.md" in report and "best_run_id" in parent.data.tags
+    assert "report_error" not in parent.data.tags
+
+    if study.search.first_points:  # the given point is trial 1
+        first = min(kids, key=lambda r: r.info.start_time)
+        for k, v in study.search.first_points[0].items():
+            assert first.data.params[k] == str(v), k
+    if study.search.algorithm == "random":
+        lr = study.space.params["learning_rate"]
+        assert all(lr.low <= float(r.data.params["learning_rate"]) <= lr.high for r in kids)
+    if task.kind == "classification" and not task.multi_label and study.data.label_names:  # per-class accuracy
+        assert {f"class_accuracy_{n}" for n in study.data.label_names} <= set(kids[0].data.metrics)
+
+    check_exports(client, parent.info.run_id, kids, task, workdir)
+
+
+def check_exports(client, parent_id, kids, task, workdir) -> None:
+    """Every trial exports (adapters, and the full/head baselines as plain models) and reloads
+    with plain transformers + peft; a classifier reloaded that way labels the validation texts
+    as the sweep did."""
+    import pandas as pd
+    import torch
+
+    from sweeps import export
+    from trainables import inference
+
+    for run in kids:
+        out = workdir / "exports" / run.info.run_id
+        assert export.main([parent_id, "--trial", run.info.run_id, "--out", str(out), "--tracking-uri", client.tracking_uri]) == 0
+        model, tokenizer, info = inference.load(out)
+        assert type(model).__name__.endswith(task.auto_model.__name__.replace("AutoModel", "")) or not info["merged"]
+        assert info["merged"] == (run.data.tags["method"] in ("full", "head")) and info["task"] == task.name
+        if task.kind != "classification":
+            with torch.no_grad():
+                enc = tokenizer(["when was it built?"], ["it was built in 1990."], return_tensors="pt") if task.kind == "qa" else tokenizer(["hello there"], return_tensors="pt")
+                enc.pop("token_type_ids", None) if "token_type_ids" not in tokenizer.model_input_names else None
+                model(**enc)
+            continue
+        if run.data.tags["method"] == "qlora":
+            continue  # 4-bit reload equality: tests/test_report.py
+        local = client.download_artifacts(run.info.run_id, "eval/predictions.csv", str(out.parent))
+        sweep = pd.read_csv(local, keep_default_na=False)
+        pairs = list(sweep["text_pair"]) if "text_pair" in sweep else None
+        labels = ["|".join(r["labels"]) for r in inference.predict(model, tokenizer, list(sweep["text"]), pairs, max_length=info["max_length"], batch_size=1)]
+        agree = sum(a == b for a, b in zip(labels, sweep["prediction"].astype(str))) / len(sweep)
+        assert agree >= 0.9, (run.data.tags["method"], agree)
