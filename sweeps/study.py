@@ -148,6 +148,9 @@ class TrainingSpec:
     # Score the model before training too (base_* metrics, base-vs-tuned error analysis in the
     # report); costs one validation pass per trial.
     eval_base: bool = True
+    # Recompute activations in the backward pass: ~1/3 slower, far less memory (7B QLoRA at
+    # 2k tokens per batch: 23.7 GB without it, see bench/RESULTS.md).
+    gradient_checkpointing: bool = False
     # Extractive QA: overlap of the windows a long context is cut into (tokens; < max_length / 2)
     # and the longest answer span considered.
     doc_stride: int = 128

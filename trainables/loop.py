@@ -112,7 +112,7 @@ def train_worker(cfg: dict[str, Any]) -> None:
     device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
     tokenizer = data.tokenizer
     kind = task.kind_module
-    net = models.build(study["model"], task, data.label_names, hp["method"], hp, device, tokenizer.pad_token_id)
+    net = models.build(study["model"], task, data.label_names, hp["method"], hp, device, tokenizer.pad_token_id, training.get("gradient_checkpointing", False))
     trainable_params, total_params = models.count_params(net)
     model = ray.train.torch.prepare_model(net, move_to_device=False) if world > 1 else net
 

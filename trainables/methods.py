@@ -105,7 +105,10 @@ def _nf4(device: torch.device) -> Any:
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute,
-        llm_int8_skip_modules=HEAD_MODULES,
+        # A given skip list replaces transformers' default one, which keeps the LM's output layer
+        # out of 4-bit: lm_head must be named too, or a model whose lm_head is tied to its input
+        # embeddings (Llama-3.2-1B, Gemma) fails at its first forward pass.
+        llm_int8_skip_modules=HEAD_MODULES + ["lm_head"],
     )
 
 

@@ -105,7 +105,7 @@ def load_base(task: Task, path: str, kwargs: dict[str, Any]) -> torch.nn.Module:
     return model
 
 
-def build(ref: str, task: Task, label_names: list[str], method: str, hp: dict[str, Any], device: torch.device, pad_token_id: int | None) -> torch.nn.Module:
+def build(ref: str, task: Task, label_names: list[str], method: str, hp: dict[str, Any], device: torch.device, pad_token_id: int | None, gradient_checkpointing: bool = False) -> torch.nn.Module:
     """Base model + head for ``task``, quantized if the method asks, wrapped by peft (or, for
     the ``full``/``head`` baselines, left plain with the right weights trainable)."""
     spec = METHODS[method]
@@ -118,10 +118,15 @@ def build(ref: str, task: Task, label_names: list[str], method: str, hp: dict[st
     model = load_base(task, resolve(ref), kwargs)
     if pad_token_id is not None and model.config.pad_token_id is None:
         model.config.pad_token_id = pad_token_id  # decoder heads pool the last non-pad token
+    # Recompute activations in the backward pass instead of storing them: ~1/3 slower, and what
+    # lets a 7B QLoRA trial with 2k tokens per batch fit a 24 GB GPU (bench/RESULTS.md).
+    checkpointing = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
     if spec.quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing, **checkpointing)
     else:
         model.to(device)
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable(**checkpointing)
     if spec.trains == "head":
         freeze_all_but_head(model)
     if spec.peft_config is None:
