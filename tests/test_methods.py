@@ -96,3 +96,26 @@ def test_head_is_refused_for_instruction_tuning(tiny_llama, tmp_path):
     study = base_study(tiny_llama, task="instruction", methods=["head"], search={"metric": "eval_loss", "mode": "min", "algorithm": "grid"})
     with pytest.raises(StudyError, match=r"methods\[0\].*does not apply to sft"):
         load_study(write_study(tmp_path, study))
+
+
+@pytest.mark.parametrize("task,method", [("extractive_qa", "head"), ("extractive_qa", "full"), ("instruction", "full"), ("extractive_qa", "qlora")])
+def test_baselines_and_qlora_on_qa_and_instruction_models(tiny_llama, tmp_path, task, method):
+    """The span head (QA) and the causal LM (instruction tuning) build, train and checkpoint
+    with the baselines too; the QA head loads the Llama backbone's weights (not a random one)."""
+    from safetensors.torch import load_file
+
+    net = models.build(tiny_llama, TASKS[task], [], method, HP, torch.device("cpu"), 0)
+    trainable, total = models.count_params(net)
+    assert (trainable == total) if method == "full" else (0 < trainable < total / 10)
+    ids = torch.randint(1, 1000, (2, 12))
+    labels = {"labels": ids} if task == "instruction" else {"start_positions": torch.tensor([1, 2]), "end_positions": torch.tensor([3, 4])}
+    net(input_ids=ids, attention_mask=torch.ones_like(ids), **labels).loss.backward()
+    if task == "extractive_qa" and method != "qlora":
+        base = load_file(str(Path(tiny_llama) / "model.safetensors"))["model.embed_tokens.weight"]
+        assert torch.equal(net.get_input_embeddings().weight, base)  # backbone loaded, not re-initialised
+    models.save_trained(net, str(tmp_path), method)
+    fresh = models.build(tiny_llama, TASKS[task], [], method, HP, torch.device("cpu"), 0)
+    models.load_trained(fresh, str(tmp_path))
+    for (n, a), (_, b) in zip(net.state_dict().items(), fresh.state_dict().items()):
+        if a.dtype.is_floating_point and "original_module" not in n:  # the untrained fresh head copy
+            assert torch.equal(a, b), n
