@@ -86,6 +86,14 @@ class SearchSpace:
     def params_for(self, method: str) -> dict[str, Param]:
         return {k: p for k, p in self.params.items() if p.applies_to(method)}
 
+    def complete(self, point: dict[str, Any], method: str) -> dict[str, Any]:
+        """``point`` with every one-value choice of ``method`` filled in (nothing to choose there)."""
+        filled = dict(point)
+        for name, p in self.params_for(method).items():
+            if name not in filled and p.type == "choice" and len(p.values or []) == 1:
+                filled[name] = p.values[0]  # type: ignore[index]
+        return filled
+
     def grid_points(self, methods: list[str], path: str = "search_space") -> list[dict[str, Any]]:
         """The full grid: per method, the product of its own params (so IA3 gets no rank)."""
         points: list[dict[str, Any]] = []

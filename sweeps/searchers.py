@@ -56,7 +56,8 @@ class DefineByRun:
 def _optuna(sampler: optuna.samplers.BaseSampler) -> Callable[..., Searcher]:
     def make(space: SearchSpace, methods: list[str], metric: str, mode: str, first_points: Any = None, **_: Any) -> Searcher:
         # Known-good settings (a paper's, last sweep's best) run first; the sampler learns from them.
-        points = [{k: v for k, v in p.items() if k != "method" or len(methods) > 1} for p in first_points or []] or None
+        full = [space.complete(p, p.get("method", methods[0])) for p in first_points or []]
+        points = [{k: v for k, v in p.items() if k != "method" or len(methods) > 1} for p in full] or None
         return OptunaSearch(space=DefineByRun(space, methods), metric=metric, mode=mode, sampler=sampler, points_to_evaluate=points)
 
     return make

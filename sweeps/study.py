@@ -281,7 +281,7 @@ class Study:
         if method not in self.methods:
             raise StudyError(f"{field}.method", f"{method!r} is not one of the study's methods", f"use one of {', '.join(self.methods)}")
         wanted = {k for k, p in self.space.params_for(method).items() if p.type != "fixed"}
-        given = set(point) - {"method"}
+        given = set(self.space.complete(point, method)) - {"method"}
         for name in sorted(given - wanted):
             raise StudyError(f"{field}.{name}", f"not a searched hyperparameter of {method}", f"use {', '.join(sorted(wanted))}")
         for name in sorted(wanted - given):

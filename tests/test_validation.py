@@ -105,3 +105,11 @@ def test_shipped_studies_validate_offline(capsys, workdir, study):
     out = capsys.readouterr().out
     assert "dry run: study is valid" in out
     assert not (workdir / "mlflow.db").exists()
+
+
+def test_first_point_missing_a_searched_value(capsys, workdir, minilm_path):
+    study = base_study(minilm_path)
+    study["search_space"]["overrides"]["lora_r"] = [4, 8]  # the other one-value choices fill themselves
+    study["search"] = {**study["search"], "algorithm": "optuna", "first_points": [{"learning_rate": 1e-3}]}
+    err = run_bad(capsys, workdir, [str(write_study(workdir, study))])
+    assert "search.first_points[0]: missing 'lora_r'" in err

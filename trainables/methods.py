@@ -79,8 +79,9 @@ def _lora(hp: dict[str, Any], task_type: str, model_type: str) -> PeftConfig:
         lora_alpha=lora_alpha(hp),
         lora_dropout=float(hp.get("lora_dropout", 0.0)),
         target_modules=_target_modules(hp, model_type),
-        # 'all-linear' would also wrap the task head, which trains in full (modules_to_save)
-        exclude_modules=[m for m in HEAD_MODULES if m != "pooler"],
+        # 'all-linear' would also wrap the task head, which trains in full (modules_to_save);
+        # a causal LM has no such head (peft warns about an exclusion that matches nothing).
+        exclude_modules=None if task_type == "CAUSAL_LM" else [m for m in HEAD_MODULES if m != "pooler"],
         modules_to_save=_extra_heads(model_type),
     )
 
