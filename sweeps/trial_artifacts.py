@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from mlflow.tracking import MlflowClient
 from pyarrow.fs import FileType
@@ -49,7 +49,7 @@ def log_best(client: MlflowClient, run_id: str, candidates: list[str], title: st
     from ray.train import Checkpoint
 
     filesystem = FileSystem.from_uri(storage)[0] if "://" in storage else None
-    for path in candidates:
+    for path in candidates + _kept_by_train(candidates, filesystem):
         try:
             checkpoint = Checkpoint(path, filesystem=filesystem)
             if checkpoint.filesystem.get_file_info(checkpoint.path).type != FileType.Directory:
@@ -61,6 +61,23 @@ def log_best(client: MlflowClient, run_id: str, candidates: list[str], title: st
         client.set_tag(run_id, "best_checkpoint", path)
         return path
     return None
+
+
+def _kept_by_train(reported: list[str], filesystem: Any) -> list[str]:
+    """Checkpoints Train kept beside the reported ones, newest first. When ASHA stops a trial
+    right after its worker saved a better checkpoint, Train (num_to_keep=1, same metric) has
+    already deleted every checkpoint Tune heard of and kept one whose result never reached Tune."""
+    from pyarrow.fs import FileSelector, LocalFileSystem
+
+    fs = filesystem or LocalFileSystem()
+    found: set[str] = set()
+    for parent in {path.rstrip("/").rsplit("/", 1)[0] for path in reported if "/" in path}:
+        try:
+            infos = fs.get_file_info(FileSelector(parent))
+        except (OSError, ValueError):
+            continue
+        found |= {i.path for i in infos if i.type == FileType.Directory and i.base_name.startswith("checkpoint_")}
+    return sorted(found - set(reported), reverse=True)  # Train names them checkpoint_<timestamp>
 
 
 def _log_folder(client: MlflowClient, run_id: str, folder: Path, title: str) -> None:

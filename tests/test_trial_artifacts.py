@@ -51,6 +51,19 @@ def test_log_best_reads_storage_uris_and_skips_deleted_checkpoints(tmp_path):
     assert log_best(client, run.info.run_id, [gone], "t", storage=str(tmp_path)) is None
 
 
+def test_log_best_falls_back_to_the_checkpoint_train_kept(tmp_path):
+    # ASHA stopped the trial after its worker saved checkpoint 2: Train (num_to_keep=1) deleted
+    # checkpoint 1, the only one Tune heard of; checkpoint 2's result never reached Tune.
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("e", artifact_location=str(tmp_path / "art")))
+    trial = tmp_path / "_train" / "trial-1"
+    kept = checkpoint(trial / "checkpoint_2026-11-23_07-59-25.136804", np.eye(3), np.arange(3))
+    (trial / "checkpoint_manager_snapshot.json").write_text("{}")
+    reported = str(trial / "checkpoint_2026-11-23_07-59-24.875262")
+    assert log_best(client, run.info.run_id, [reported], "t", storage=str(tmp_path)) == kept
+    assert {f.path for f in client.list_artifacts(run.info.run_id, "adapter")} == {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"}
+
+
 def test_eval_files_and_error_groups_agree_with_the_predictions(tmp_path):
     logits = np.array([[2.0, 0, 0], [0, 2.0, 0], [0, 2.0, 0], [0, 0, 2.0]])
     base = np.array([[0, 2.0, 0], [0, 2.0, 0], [2.0, 0, 0], [0, 2.0, 0]])
