@@ -119,3 +119,37 @@ def test_baselines_and_qlora_on_qa_and_instruction_models(tiny_llama, tmp_path, 
     for (n, a), (_, b) in zip(net.state_dict().items(), fresh.state_dict().items()):
         if a.dtype.is_floating_point and "original_module" not in n:  # the untrained fresh head copy
             assert torch.equal(a, b), n
+
+
+@pytest.mark.parametrize("which,task", [("minilm", "single_label"), ("tiny_llama", "extractive_qa")])
+def test_qlora_trains_after_eval_on_cpus_with_avx512_bf16(which, task, request, monkeypatch, tmp_path):
+    """bitsandbytes repacks 4-bit weights into an inference-only layout at a no-grad eval pass on
+    CPUs with AVX512-BF16 (and then cannot train). The CPU check is forced on, so this runs the
+    path on every machine: a trial's order (base eval, train, eval, checkpoint) must work, and
+    the checkpoint must hold only the adapter and head."""
+    import bitsandbytes as bnb
+    import bitsandbytes.nn.modules as bnb_modules
+    from safetensors.torch import load_file
+
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: True)  # as on such a CPU
+    ref = request.getfixturevalue("minilm_path" if which == "minilm" else "tiny_llama")
+    tok = models.load_tokenizer(ref)
+    net = models.build(ref, TASKS[task], ["a", "b", "c"], "qlora", HP, torch.device("cpu"), tok.pad_token_id)
+    layers = [m for m in net.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers
+    enc = dict(tok(["i feel great today", "this is awful news"], padding=True, return_tensors="pt"))
+    seq = enc["input_ids"].shape[1]
+    labels = {"labels": torch.tensor([0, 1])} if task == "single_label" else {"start_positions": torch.tensor([1, 2]), "end_positions": torch.tensor([seq - 1, seq - 1])}
+    net.eval()
+    with torch.no_grad():
+        net(**enc)
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)
+    net.train()
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        net(**enc, **labels).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    models.save_trained(net, str(tmp_path), "qlora")
+    saved = load_file(tmp_path / "adapter_model.safetensors")
+    assert not [k for k in saved if "absmax" in k or "quant" in k], "quantization state leaked into the adapter"

@@ -39,7 +39,7 @@ def load(folder: str | Path, device: Optional[torch.device] = None) -> tuple[tor
     """(model in eval mode, tokenizer, export info)."""
     from peft import PeftModel
 
-    from trainables.model import load_base
+    from trainables.model import keep_4bit_layout_trainable, load_base
     from trainables.tasks import TASKS
 
     folder = Path(folder)
@@ -55,7 +55,10 @@ def load(folder: str | Path, device: Optional[torch.device] = None) -> tuple[tor
             kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(info["quantization"])
             kwargs["device_map"] = {"": device}
         base = load_base(task, info["base_model"], kwargs)
-        if not info.get("quantization"):
+        if info.get("quantization"):
+            # the layout the adapter was trained and scored on: same numbers as the sweep measured
+            keep_4bit_layout_trainable(base)
+        else:
             base.to(device)
         model = PeftModel.from_pretrained(base, folder)
     model.eval()

@@ -105,6 +105,23 @@ def load_base(task: Task, path: str, kwargs: dict[str, Any]) -> torch.nn.Module:
     return model
 
 
+def keep_4bit_layout_trainable(model: torch.nn.Module) -> None:
+    """Keep every 4-bit layer on the layout that training (and dequantizing) expects.
+
+    bitsandbytes 0.50 on CPUs with AVX512-BF16, at a layer's first forward pass in eval mode
+    with no grad, repacks its 4-bit weight into an inference-only layout and never packs it
+    back: the next training step then takes the inference kernel (in-place bias add on a
+    leaf) and fails, and a state dict taken meanwhile carries the packed quantization keys.
+    Every QLoRA trial evaluates before it trains (the base score), so on such CPUs every one
+    would die. The path is a per-layer switch; turning it off leaves the regular dequantize +
+    matmul path, the one CPUs without the instruction take and the one CUDA never leaves."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
 def build(ref: str, task: Task, label_names: list[str], method: str, hp: dict[str, Any], device: torch.device, pad_token_id: int | None, gradient_checkpointing: bool = False) -> torch.nn.Module:
     """Base model + head for ``task``, quantized if the method asks, wrapped by peft (or, for
     the ``full``/``head`` baselines, left plain with the right weights trainable)."""
@@ -122,6 +139,7 @@ def build(ref: str, task: Task, label_names: list[str], method: str, hp: dict[st
     # lets a 7B QLoRA trial with 2k tokens per batch fit a 24 GB GPU (bench/RESULTS.md).
     checkpointing = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
     if spec.quantized:
+        keep_4bit_layout_trainable(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing, **checkpointing)
     else:
         model.to(device)
