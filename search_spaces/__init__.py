@@ -37,6 +37,10 @@ class Param:
     value: Any = None  # fixed
     methods: Optional[list[str]] = None  # methods it applies to; None = all
     help: str = ""  # one line on the knob's effect
+    # Per-method replacements of values / low / high / value, e.g. a learning-rate range for
+    # IA3 or full fine-tuning that differs from LoRA's: one conditional space, where a shared
+    # range would waste trials on rates one method cannot use.
+    per_method: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def validate(self, path: str) -> None:
         if self.type == "choice":
@@ -49,6 +53,16 @@ class Param:
                 raise StudyError(path, f"low {self.low} > high {self.high}", "swap the bounds")
             if self.type == "loguniform" and self.low <= 0:
                 raise StudyError(path, "a loguniform range needs low > 0", "use a positive lower bound")
+        for method, changes in self.per_method.items():
+            unknown = set(changes) - {"values", "low", "high", "value"}
+            if unknown:
+                raise StudyError(f"{path}.per_method.{method}", f"cannot change {', '.join(sorted(unknown))} per method", "change values, low, high or value")
+            build(Param, {**dataclasses.asdict(self), "per_method": {}, **changes}, f"{path}.per_method.{method}")
+
+    def for_method(self, method: str) -> "Param":
+        """This param as ``method`` samples it (its ``per_method`` changes applied)."""
+        changes = self.per_method.get(method)
+        return dataclasses.replace(self, per_method={}, **changes) if changes else self
 
     @property
     def continuous(self) -> bool:
@@ -61,10 +75,9 @@ class Param:
         return list(self.values or [])
 
     def bounds(self) -> list[Any]:
-        """Values to range-check: the choices, or the two ends of a range."""
-        if self.continuous:
-            return [self.low, self.high]
-        return self.candidates()
+        """Values to range-check: the choices, or the two ends of a range (every method's)."""
+        own = [self.low, self.high] if self.continuous else self.candidates()
+        return own + [v for m in self.per_method for v in self.for_method(m).bounds()]
 
     def applies_to(self, method: str) -> bool:
         return self.methods is None or method in self.methods
@@ -84,7 +97,8 @@ class SearchSpace:
         return dataclasses.replace(self, params=kept)
 
     def params_for(self, method: str) -> dict[str, Param]:
-        return {k: p for k, p in self.params.items() if p.applies_to(method)}
+        """The params ``method`` samples, with its own ranges (``per_method``)."""
+        return {k: p.for_method(method) for k, p in self.params.items() if p.applies_to(method)}
 
     def complete(self, point: dict[str, Any], method: str) -> dict[str, Any]:
         """``point`` with every one-value choice of ``method`` filled in (nothing to choose there)."""
@@ -111,6 +125,10 @@ class SearchSpace:
             for combo in itertools.product(*(params[n].candidates() for n in names)):
                 points.append({"method": method, **dict(zip(names, combo))})
         return points
+
+    def trial_count(self, algorithm: str, methods: list[str], num_samples: int, grid_repeats: int = 1) -> int:
+        """How many trials a search runs (grid: every point, grid_repeats times)."""
+        return self.grid_size(methods) * grid_repeats if algorithm == "grid" else num_samples
 
     def grid_size(self, methods: list[str]) -> int:
         return sum(

@@ -16,13 +16,13 @@ import pandas as pd
 
 from sweeps.leaderboard import markdown
 
-GROUPS = ("both right", "base right, tuned wrong", "base wrong, tuned right", "both wrong")
+GROUPS = ("both right", "right before training, wrong tuned", "wrong before training, right tuned", "both wrong")
 
 
 def with_groups(pred: pd.DataFrame) -> pd.DataFrame:
     """``pred`` plus ``correct`` and (when base predictions exist) ``group`` columns."""
     out = pred.copy()
-    for col in ("label", "answers", "prediction", "base_prediction"):
+    for col in ("label", "answers", "prediction", "before_prediction"):
         if col in out:
             out[col] = out[col].fillna("").astype(str)
     if "exact_match" in out:  # extractive QA
@@ -30,11 +30,11 @@ def with_groups(pred: pd.DataFrame) -> pd.DataFrame:
 
         golds = [a.split(" | ") if a else [] for a in out["answers"]]
         out["correct"] = out["exact_match"].astype(int) == 1
-        base_ok = [question_scores(g, p)[0] == 1 for g, p in zip(golds, out.get("base_prediction", out["prediction"]))]
+        base_ok = [question_scores(g, p)[0] == 1 for g, p in zip(golds, out.get("before_prediction", out["prediction"]))]
     else:
         out["correct"] = out["label"] == out["prediction"]
-        base_ok = out["label"] == out["base_prediction"] if "base_prediction" in out else None
-    if "base_prediction" in out:
+        base_ok = out["label"] == out["before_prediction"] if "before_prediction" in out else None
+    if "before_prediction" in out:
         out["group"] = [
             GROUPS[0] if b and t else GROUPS[1] if b else GROUPS[2] if t else GROUPS[3]
             for b, t in zip(base_ok, out["correct"])
@@ -59,7 +59,7 @@ def confused_pairs(grouped: pd.DataFrame, top: int = 5) -> pd.DataFrame:
 
 
 def _samples(frame: pd.DataFrame, n: int) -> pd.DataFrame:
-    cols = [c for c in ("text", "text_pair", "question", "label", "answers", "prediction", "base_prediction", "confidence", "f1") if c in frame]
+    cols = [c for c in ("text", "text_pair", "question", "label", "answers", "prediction", "before_prediction", "confidence", "f1") if c in frame]
     shown = frame[cols].head(n).copy()
     for c in ("text", "text_pair", "question"):
         if c in shown:
@@ -71,7 +71,7 @@ def report_markdown(grouped: pd.DataFrame, samples: int = 5) -> str:
     n, wrong = len(grouped), int((~grouped["correct"]).sum())
     parts = [f"Validation examples: {n}; the fine-tuned model gets {wrong} wrong ({wrong / max(n, 1):.1%})."]
     if "group" in grouped:
-        parts += ["", "### Base (before training) vs fine-tuned", "", markdown(group_counts(grouped))]
+        parts += ["", "### Before training vs fine-tuned", "", markdown(group_counts(grouped))]
     pairs = confused_pairs(grouped)
     if len(pairs):
         parts += ["", "### Most confused (true -> predicted)", "", markdown(pairs)]

@@ -1,5 +1,6 @@
 """Tables of a finished study, from its MLflow runs: the leaderboard, the method comparison,
-and base (before training) vs best fine-tuned scores.
+the floors next to the study's model, and the model before training (a fresh random task head:
+chance level, not a baseline) vs after.
 
 Each trial is ranked by its best eval point (the checkpoint it kept), the same rule the sweep
 uses to name the best trial.
@@ -60,9 +61,10 @@ def leaderboard(scores: list[TrialScore], metric: str) -> pd.DataFrame:
             "trial": tags.get("trial_name", t.run.info.run_name),
             "method": tags.get("method", ""),
             "status": tags.get("status", t.run.info.status.lower()),
+            "stage": tags.get("stage", "search"),
             metric: t.best,
             "at_step": t.best_step,
-            f"base_{metric}": m.get(f"base_{metric}"),
+            f"before_{metric}": m.get(f"before_{metric}"),
             f"test_{metric}": m.get(f"test_{metric}"),
             "params": _fmt_params(sampled_params(t.run)),
         }
@@ -93,7 +95,7 @@ def method_comparison(board: pd.DataFrame, metric: str, mode: str) -> pd.DataFra
             f"best_{metric}": best[metric] if best is not None else None,
             f"median_{metric}": float(scored[metric].median()) if len(scored) else None,
         }
-        for key in (f"base_{metric}", f"test_{metric}", "trainable_params", "trainable_%", "peak_memory_mb", "train_time_s", "gpu_hours"):
+        for key in (f"before_{metric}", f"test_{metric}", "trainable_params", "trainable_%", "peak_memory_mb", "train_time_s", "gpu_hours"):
             if best is not None and key in best:
                 row[key] = best[key]
         row["best_trial"] = best["trial"] if best is not None else None
@@ -103,7 +105,7 @@ def method_comparison(board: pd.DataFrame, metric: str, mode: str) -> pd.DataFra
     return out.sort_values(key, ascending=mode != "max", na_position="last").reset_index(drop=True)
 
 
-def base_vs_best(client: MlflowClient, best: TrialScore) -> pd.DataFrame:
+def before_vs_best(client: MlflowClient, best: TrialScore) -> pd.DataFrame:
     """The best trial's scores at its best eval point next to the same model before training."""
     run_id, m = best.run.info.run_id, best.run.data.metrics
     rows = []
@@ -112,10 +114,20 @@ def base_vs_best(client: MlflowClient, best: TrialScore) -> pd.DataFrame:
             continue
         at_best = [p.value for p in client.get_metric_history(run_id, key) if p.step == best.best_step]
         tuned = at_best[-1] if at_best else m[key]
-        base = m.get(f"base_{key}")
-        rows.append({"metric": key, "base (before training)": base, "fine-tuned (best trial)": tuned,
+        base = m.get(f"before_{key}")
+        rows.append({"metric": key, "before training": base, "fine-tuned (best trial)": tuned,
                      "change": None if base is None else tuned - base})
     return pd.DataFrame(rows)
+
+
+def floors_vs_best(floors: list[dict[str, Any]], best: TrialScore, metrics: tuple[str, ...]) -> pd.DataFrame:
+    """One row per floor and one for the study's model: validation and test scores side by side.
+    ``floors``: the entries of the parent's ``floors.json``."""
+    m = best.run.data.metrics
+    rows = [{"model": f"floor: {f['name']}", **{k: f["validation"].get(k) for k in metrics}, **{f"test_{k}": f["test"].get(k) for k in metrics}} for f in floors]
+    name = f"{best.run.data.tags.get('stage', 'search') == 'final' and 'final model' or 'best trial'}: {best.run.data.tags.get('method', '')} ({best.run.data.tags.get('trial_name', '')})"
+    rows.append({"model": name, **{k: m.get(k) for k in metrics}, **{f"test_{k}": m.get(f"test_{k}") for k in metrics}})
+    return pd.DataFrame(rows).dropna(axis=1, how="all")
 
 
 def _cell(v: Any) -> str:

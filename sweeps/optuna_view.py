@@ -53,7 +53,7 @@ def as_optuna_study(scores: list[TrialScore], space: dict[str, Any], methods: li
         if len(methods) > 1:
             dists["method"] = CategoricalDistribution(methods)
         for name, p in params.items():
-            d = distribution(p)
+            d = distribution(p.for_method(method))
             if d is not None and p.applies_to(method) and name in run.data.params:
                 dists[name] = d
         values = {name: method if name == "method" else _value(run.data.params[name], d) for name, d in dists.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from search_spaces import Param
 from sweeps.searchers import trial_count
 from sweeps.study import Study
 from sweeps import tracking
@@ -24,17 +25,32 @@ def describe(study: Study) -> str:
         f"training   " + (f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epoch(s)") + f", batch {t.batch_size} x accum {t.grad_accum}, max length {t.max_length}, seed {t.seed}",
         f"per trial  {r.workers} worker(s) x {{CPU: {r.cpus_per_worker:g}, GPU: {r.gpus_per_worker:g}}}; concurrency {s.max_concurrent_trials or 'as many as fit'}; "
         f"{r.max_failures} restart(s) from checkpoint after a crash or lost node",
+        *([_final(study)] if study.final else []),
         f"tracking   {tracking.tracking_uri(study.tracking.tracking_uri)} (experiment {study.experiment})",
         f"storage    {storage_root(study)} (Ray results and checkpoints)",
         f"space      {study.space.name}",
     ]
     for name, p in study.space.params.items():
-        if p.type == "choice":
-            what = f"choice {p.values}"
-        elif p.type == "fixed":
-            what = f"fixed {p.value!r}"
-        else:
-            what = f"{p.type} [{p.low:g}, {p.high:g}]"
         only = f"  (only {', '.join(p.methods)})" if p.methods and set(p.methods) != set(study.methods) else ""
-        lines.append(f"  {name:<18} {what}{only}")
+        lines.append(f"  {name:<18} {_range(p)}{only}")
+        for method in p.per_method:
+            if method in study.methods:
+                lines.append(f"  {'':<18} {method}: {_range(p.for_method(method))}")
     return "\n".join(lines)
+
+
+def _final(study: Study) -> str:
+    f = study.final
+    assert f is not None
+    rows = "all training rows" if f.data == "full" else "the search's training rows"
+    schedule = f"{f.max_steps} steps" if f.max_steps else f"{f.epochs or study.training.epochs:g} epoch(s)"
+    return (f"final      top {f.top_k} configuration(s) x {f.seeds} seed(s) retrained on {rows}, {schedule}"
+            f"{f', {f.cpus_per_worker:g} CPU(s) per worker' if f.cpus_per_worker else ''}; the pick is the best mean over seeds")
+
+
+def _range(p: Param) -> str:
+    if p.type == "choice":
+        return f"choice {p.values}"
+    if p.type == "fixed":
+        return f"fixed {p.value!r}"
+    return f"{p.type} [{p.low:g}, {p.high:g}]"

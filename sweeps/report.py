@@ -28,7 +28,10 @@ from sweeps.errors import StudyError
 from trainables import eval_files
 
 # Leaderboard columns shown in the terminal (the files have all of them).
-TERMINAL_COLUMNS = ("rank", "trial", "method", "status", "at_step", "params", "trainable_%", "peak_memory_mb", "train_time_s")
+TERMINAL_COLUMNS = ("rank", "trial", "method", "stage", "status", "at_step", "params", "trainable_%", "peak_memory_mb", "train_time_s")
+
+
+BEFORE_TITLE = "Before training (fresh random task head: chance level, not a baseline) vs after"
 
 
 @dataclasses.dataclass
@@ -37,16 +40,22 @@ class Report:
     metric: str
     board: pd.DataFrame
     methods: pd.DataFrame
-    base_vs_best: pd.DataFrame
+    before_vs_best: pd.DataFrame
     best_run_id: Optional[str]
     notes: list[str]
+    floors: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    verdict: Optional[str] = None
 
     def terminal(self, title: str) -> str:
         metric = self.metric
-        cols = [c for c in self.board.columns if c in TERMINAL_COLUMNS or c in (metric, f"test_{metric}", f"base_{metric}")]
+        cols = [c for c in self.board.columns if c in TERMINAL_COLUMNS or c in (metric, f"test_{metric}", f"before_{metric}")]
         parts = [title, "", "Leaderboard", leaderboard.markdown(self.board[cols]), "", "Methods", leaderboard.markdown(self.methods)]
-        if len(self.base_vs_best):
-            parts += ["", "Base (before training) vs best trial", leaderboard.markdown(self.base_vs_best)]
+        if len(self.floors):
+            parts += ["", "Floors (no fine-tuning) vs the study's model", leaderboard.markdown(self.floors)]
+        if self.verdict:
+            parts += [self.verdict]
+        if len(self.before_vs_best):
+            parts += ["", BEFORE_TITLE, leaderboard.markdown(self.before_vs_best)]
         parts += [""] + self.notes + [f"report written to {self.folder}"]
         return "\n".join(parts)
 
@@ -61,10 +70,19 @@ def _study_settings(client: MlflowClient, parent: Run) -> dict[str, Any]:
 
 def best_study(settings: dict[str, Any], best: Run, metric: str, value: float) -> str:
     """A ready-to-run study file that trains the best trial's configuration once."""
-    out = {k: v for k, v in settings.items() if k not in ("space",)}
+    out = {k: v for k, v in settings.items() if k not in ("space", "final")}
     name = settings.get("name", "study")
     chosen = {k: yaml.safe_load(v) for k, v in runs.sampled_params(best).items()}
     method = chosen.pop("method", best.data.tags.get("method"))
+    final = settings.get("final")
+    if final and best.data.tags.get("stage") == "final":  # train it as the final stage did
+        out["training"] = {**(out.get("training") or {}), "seed": chosen.pop("seed", None)}
+        if final.get("epochs") or final.get("max_steps"):
+            out["training"].update({"epochs": final.get("epochs") or out["training"].get("epochs"), "max_steps": final.get("max_steps")})
+        if final.get("data", "full") == "full":
+            out["data"] = {**(out.get("data") or {}), "max_train_rows": None}
+        if final.get("cpus_per_worker"):
+            out["resources"] = {**(out.get("resources") or {}), "cpus_per_worker": final["cpus_per_worker"]}
     out["name"] = f"{name}_best"
     out["description"] = f"best trial of {name} ({metric} {value:.4f}, MLflow run {best.info.run_id}), trained once"
     out["methods"] = [method]
@@ -104,14 +122,25 @@ def write(client: MlflowClient, parent: Run, folder: Path) -> Report:
     (folder / "leaderboard.md").write_text(leaderboard.markdown(board, drop=("run_id",)) + "\n")
     (folder / "method_comparison.md").write_text(leaderboard.markdown(methods) + "\n")
 
-    best = next((s for s in scores if s.best is not None), None)
-    bvb = pd.DataFrame()
+    named = parent.data.tags.get("best_run_id")
+    best = next((s for s in scores if s.run.info.run_id == named), None) or next((s for s in scores if s.best is not None), None)
+    bvb = floors = pd.DataFrame()
+    verdict = None
     if best is not None:
-        bvb = leaderboard.base_vs_best(client, best)
-        bvb.to_csv(folder / "base_vs_best.csv", index=False)
-        (folder / "base_vs_best.md").write_text(leaderboard.markdown(bvb) + "\n")
+        floors, verdict, why_none = _floors(client, parent, best, metric, mode)
+        if len(floors):
+            floors.to_csv(folder / "floors.csv", index=False)
+            (folder / "floors.md").write_text(leaderboard.markdown(floors) + "\n")
+            sections += ["", "## Floors (no fine-tuning) vs the study's model", "", leaderboard.markdown(floors)]
+            sections += ["", verdict or "", "", "Floors are fitted on the same training rows in seconds (majority class, TF-IDF + logistic "
+                         "regression; QA: the best-overlap sentence): a model below them is not worth having."]
+        elif why_none:
+            notes.append(f"no floor: {why_none}")
+        bvb = leaderboard.before_vs_best(client, best)
+        bvb.to_csv(folder / "before_vs_best.csv", index=False)
+        (folder / "before_vs_best.md").write_text(leaderboard.markdown(bvb) + "\n")
         (folder / "best_study.yaml").write_text(best_study(settings, best.run, metric, best.best))
-        sections += ["", f"## Base (before training) vs best trial ({best.run.data.tags.get('trial_name', '')})", "", leaderboard.markdown(bvb)]
+        sections += ["", f"## {BEFORE_TITLE} ({best.run.data.tags.get('trial_name', '')})", "", leaderboard.markdown(bvb)]
         sections += ["", "Ready-to-run best configuration: [best_study.yaml](best_study.yaml)"]
         errors = _error_analysis(client, best.run, folder)
         if errors:
@@ -129,7 +158,25 @@ def write(client: MlflowClient, parent: Run, folder: Path) -> Report:
     if notes:
         sections += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     (folder / "report.md").write_text("\n".join(sections) + "\n")
-    return Report(folder, metric, board, methods, bvb, best.run.info.run_id if best else None, notes)
+    return Report(folder, metric, board, methods, bvb, best.run.info.run_id if best else None, notes, floors, verdict)
+
+
+def _floors(client: MlflowClient, parent: Run, best: leaderboard.TrialScore, metric: str, mode: str) -> tuple[pd.DataFrame, Optional[str], Optional[str]]:
+    """(floors vs the study's model, the verdict line, why there is no floor)."""
+    from trainables.floors import Floor, floor_verdict
+
+    logged = runs.parent_json(client, parent, runs.FLOORS_FILE) or {}
+    entries = logged.get("floors") or []
+    if not entries:
+        return pd.DataFrame(), None, logged.get("none_because")
+    shown = tuple(k for k in leaderboard.SCORES + ("exact_match", "f1") if k != "eval_loss" and any(k in e["validation"] for e in entries))
+    table = leaderboard.floors_vs_best(entries, best, shown)
+    m = dict(best.run.data.metrics)
+    at_best = [p.value for p in client.get_metric_history(best.run.info.run_id, metric) if p.step == best.best_step]
+    if at_best:
+        m[metric] = at_best[-1]
+    verdict = floor_verdict([Floor(**e) for e in entries], metric, mode, m)
+    return table, verdict.line() if verdict else None, None
 
 
 def _error_analysis(client: MlflowClient, best: Run, folder: Path) -> Optional[str]:
@@ -155,6 +202,7 @@ def _optuna_plots(client: MlflowClient, parent: Run, settings: dict[str, Any], s
     space = runs.parent_yaml(client, parent, runs.SPACE_FILE)
     if not space or not scores:
         return {"all": "no search space artifact or no trials"}
+    scores = [s for s in scores if s.run.data.tags.get("stage", "search") == "search"]  # final repeats are not search points
     study = as_optuna_study(scores, space, list(settings.get("methods") or []), mode, client, metric)
     return optuna_pngs(study, folder)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 from sweeps.errors import StudyError, SweepError
 
@@ -85,18 +85,39 @@ def main(argv: Optional[list[str]] = None) -> int:
                   f"(traceback: {r.path}/error.txt; MLflow: run {name}, tag 'error')", file=sys.stderr)
     c = outcome.counts
     print(f"\nstudy {study.name}: {c['trials']} trials ({c['completed']} completed, {c['early_stopped']} stopped early, {c['failed']} failed)")
+    if "final_trials" in c:
+        print(f"final stage: {c['final_trials']} run(s) of the top {study.final.top_k} configuration(s) on {'all' if study.final.data == 'full' else 'the search'} training rows ({c['final_failed']} failed)")
     print(f"MLflow parent run {outcome.parent_run_id} in experiment {study.experiment!r}")
     if outcome.best is None:
         first = next((r.error for r in outcome.results if r.error is not None), None)
         print(f"error: every trial failed; first error: {str(first).strip().splitlines()[-1] if first else 'unknown'} (full tracebacks: error.txt in each trial folder under {outcome.results.experiment_path})", file=sys.stderr)
         return 1
-    best = outcome.best
-    shown = {k: v for k, v in best["config"].items()}
-    print(f"best {study.search.metric} = {best['metrics'][study.search.metric]:.4f} with {shown}")
-    test = {k: round(v, 4) for k, v in best["metrics"].items() if k.startswith("test_") and k[5:] in ("accuracy", "f1_macro")}
-    if test:
-        print(f"best trial on the held-out test split: {test}")
+    summary(study, outcome)
     return 0
+
+
+def summary(study: Any, outcome: Any) -> None:
+    """The study's model, its floors and whether it beats them, in a few lines."""
+    from trainables.floors import floor_verdict
+
+    metric, best = study.search.metric, outcome.best
+    if outcome.search_best is not None and outcome.final is None:
+        s = outcome.search_best
+        print(f"search best {metric} = {s['metrics'][metric]:.4f} with {s['config']}")
+    elif outcome.final is not None:
+        s, f = outcome.search_best, outcome.final
+        print(f"search best {metric} = {s['metrics'][metric]:.4f} with {s['config']}")
+        spread = f" +- {f.std:.4f} over {f.runs} seeds" if f.runs > 1 else ""
+        print(f"final model {metric} = {best['metrics'][metric]:.4f} (configuration mean {f.mean:.4f}{spread}) with {f.config}")
+    test = {k: round(v, 4) for k, v in best["metrics"].items() if k.startswith("test_") and k[5:] in ("accuracy", "f1_macro", "exact_match", "f1")}
+    if test:
+        print(f"{'final model' if outcome.final else 'best trial'} on the held-out test split: {test}")
+    for floor in outcome.floors:
+        shown = {k: round(v, 4) for k, v in (floor.test or floor.validation).items() if k in ("accuracy", "f1_macro", "exact_match", "f1")}
+        print(f"floor {floor.name} ({'test' if floor.test else 'validation'}): {shown}")
+    verdict = floor_verdict(outcome.floors, metric, study.search.mode, best["metrics"])
+    if verdict is not None:
+        print(verdict.line(), file=sys.stdout if verdict.beats else sys.stderr)
 
 
 if __name__ == "__main__":

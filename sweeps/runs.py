@@ -26,6 +26,7 @@ RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 STUDY_FILE = "study.yaml"  # parent artifact: the validated study as it ran (overrides applied)
 SPACE_FILE = "search_space.yaml"  # parent artifact: the resolved search space
 DATA_FILE = "data.json"  # parent artifact: label names (in head order) and split sizes
+FLOORS_FILE = "floors.json"  # parent artifact: the floors fitted on the study's data (trainables.floors)
 
 
 def add_run_arguments(p: Any) -> None:
@@ -107,6 +108,18 @@ def parent_yaml(client: MlflowClient, parent: Run, name: str) -> Optional[dict[s
         return None
     with open(path) as f:
         return yaml.safe_load(f)
+
+
+def parent_json(client: MlflowClient, parent: Run, name: str) -> Optional[Any]:
+    """A JSON artifact of the parent run (``floors.json``, ``data.json``), or None."""
+    import json
+
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path=name, tracking_uri=client.tracking_uri)
+    except Exception:
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def sampled_params(run: Run) -> dict[str, str]:

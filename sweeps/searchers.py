@@ -123,4 +123,4 @@ SEARCHERS: dict[str, Callable[..., Searcher]] = {"optuna": tpe, "random": random
 
 def trial_count(algorithm: str, space: SearchSpace, methods: list[str], num_samples: int, grid_repeats: int = 1) -> int:
     """How many trials the search will run (grid: every point, grid_repeats times)."""
-    return space.grid_size(methods) * grid_repeats if algorithm == "grid" else num_samples
+    return space.trial_count(algorithm, methods, num_samples, grid_repeats)

@@ -64,6 +64,9 @@ def smoke_overrides(study: Study, gpu: bool) -> list[str]:
         _set("resources.gpus_per_worker", min(study.resources.gpus_per_worker, 1) if gpu else 0),
         _set("resources.max_failures", 0), _set("search.max_concurrent_trials", None),
     ]
+    if study.final is not None:  # the final stage runs too, as short as the search
+        sets += [_set("final.max_steps", 2), _set("final.epochs", None), _set("final.cpus_per_worker", 1), _set("final.max_concurrent_trials", None),
+                 _set("final.top_k", 1), _set("final.seeds", 1)]
     if study.tracking.experiment is None:
         sets.append(_set("tracking.experiment", f"{study.name}-smoke"))
     if study.search.algorithm == "grid":

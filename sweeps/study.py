@@ -50,7 +50,8 @@ class DataSpec:
     name: Optional[str] = None  # hub data set id, or generator name for source=generated
     config: Optional[str] = None  # hub config name
     files: dict[str, str] = dataclasses.field(default_factory=dict)  # split -> path (local)
-    format: Optional[Literal["csv", "tsv", "jsonl", "json", "squad"]] = None  # default: from the extension; squad = official nested SQuAD JSON
+    format: Optional[Literal["csv", "tsv", "jsonl", "json", "squad", "lines"]] = None  # default: from the extension; squad = official nested SQuAD JSON; lines = one text per line, labels in label_files
+    label_files: dict[str, str] = dataclasses.field(default_factory=dict)  # format lines: split -> file of labels, line by line with files (TweetEval)
     delimiter: Optional[str] = None  # csv only, e.g. ";"
     column_names: Optional[list[str]] = None  # csv without a header row
     splits: dict[str, Optional[str]] = dataclasses.field(default_factory=lambda: {"train": "train"})
@@ -83,6 +84,17 @@ class DataSpec:
 
             if self.name not in GENERATORS:
                 raise StudyError(f"{path}.name", f"unknown generator {self.name!r}", f"use one of {', '.join(GENERATORS)}")
+        if self.format == "lines":
+            for split in self.files:
+                if split != "test" and split not in self.label_files:
+                    raise StudyError(f"{path}.label_files.{split}", "format lines needs a labels file per split", f"add label_files: {{{split}: path/to/{split}_labels.txt}}")
+            for split, file in self.label_files.items():
+                if split not in self.files:
+                    raise StudyError(f"{path}.label_files.{split}", f"no text file for split {split!r}", f"add files.{split} or remove this labels file")
+                if not Path(file).expanduser().is_file():
+                    raise StudyError(f"{path}.label_files.{split}", f"no such file {file!r}", "fix the path (relative paths start at the current directory)")
+        elif self.label_files:
+            raise StudyError(f"{path}.label_files", "label files go with format: lines", "set data.format: lines, or remove label_files")
         if self.resplit is not None:
             if set(self.resplit) != {"train", "validation", "test"} or abs(sum(self.resplit.values()) - 1) > 1e-6 or min(self.resplit.values()) <= 0:
                 raise StudyError(f"{path}.resplit", f"{self.resplit} is not three positive shares of train, validation, test summing to 1", "use e.g. {train: 0.7, validation: 0.1, test: 0.2}")
@@ -145,12 +157,20 @@ class TrainingSpec:
     seed: int = 42
     evals_per_epoch: int = 2  # eval points per epoch (what ASHA rungs count)
     eval_every_steps: Optional[int] = None  # overrides evals_per_epoch
-    # Score the model before training too (base_* metrics, base-vs-tuned error analysis in the
+    # Score the model before training too (before_* metrics, base-vs-tuned error analysis in the
     # report); costs one validation pass per trial.
     eval_base: bool = True
     # Recompute activations in the backward pass: ~1/3 slower, far less memory (7B QLoRA at
     # 2k tokens per batch: 23.7 GB without it, see bench/RESULTS.md).
     gradient_checkpointing: bool = False
+    # Training forward passes in bf16 autocast (weights, optimizer and evaluation stay fp32): auto = where the
+    # hardware runs bf16 fast (CUDA with bf16, CPUs with AVX512-BF16 / AMX), else fp32.
+    # About 2x the examples/s on such CPUs (bench/RESULTS.md).
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # Batches of similar-length examples (transformers' LengthGroupedSampler: shuffled, then
+    # sorted within windows of 50 batches): far less padding on texts of mixed length.
+    # Single-worker trials; DDP trials shuffle plainly.
+    group_by_length: bool = True
     # Extractive QA: overlap of the windows a long context is cut into (tokens; < max_length / 2)
     # and the longest answer span considered.
     doc_stride: int = 128
@@ -214,6 +234,31 @@ class ResourcesSpec:
 
 
 @dataclasses.dataclass
+class FinalSpec:
+    """After the search, train its best configurations properly (multi-fidelity search, as
+    Hyperband / BOHB spend budget: search cheap on a subset or a short schedule, then give the
+    winners all the data and the long schedule). Runs under the same MLflow parent, child runs
+    tagged ``stage=final``; the final model is what report, export and predict use."""
+
+    top_k: int = 1  # best search configurations to retrain
+    seeds: int = 1  # runs per configuration (seeds training.seed, +1, ...): the pick is the best mean, the spread is logged
+    data: Literal["full", "search"] = "full"  # full: every training row (data.max_train_rows lifted); search: the search's rows
+    epochs: Optional[float] = None  # the final schedule; default: training.epochs
+    max_steps: Optional[int] = None  # optimizer steps instead of epochs (smoke runs)
+    cpus_per_worker: Optional[float] = None  # default: resources.cpus_per_worker; a final run alone may take the whole node
+    max_concurrent_trials: Optional[int] = None  # default: as many as fit
+
+    def validate(self, path: str) -> None:
+        for key in ("top_k", "seeds"):
+            if getattr(self, key) < 1:
+                raise StudyError(f"{path}.{key}", f"{getattr(self, key)}", "use >= 1")
+        for key in ("epochs", "max_steps", "cpus_per_worker", "max_concurrent_trials"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise StudyError(f"{path}.{key}", f"{value} must be > 0", "use a positive value or remove the key")
+
+
+@dataclasses.dataclass
 class TrackingSpec:
     experiment: Optional[str] = None  # MLflow experiment; default: the study name
     tracking_uri: Optional[str] = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
@@ -229,13 +274,14 @@ class Study:
     task: str
     data: DataSpec
     methods: list[str]
-    search_space: SpaceRef
+    search_space: SpaceRef = dataclasses.field(default_factory=lambda: SpaceRef("defaults"))  # search_spaces/defaults.yaml
     description: str = ""
     search: SearchSpec = dataclasses.field(default_factory=SearchSpec)
     scheduler: SchedulerSpec = dataclasses.field(default_factory=SchedulerSpec)
     training: TrainingSpec = dataclasses.field(default_factory=TrainingSpec)
     resources: ResourcesSpec = dataclasses.field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = dataclasses.field(default_factory=TrackingSpec)
+    final: Optional[FinalSpec] = None  # retrain the search's best configurations on all rows (see FinalSpec)
     storage_path: Optional[str] = None  # Ray Tune storage (path or s3://...); default $SWEEPS_STORAGE_PATH, else ./ray_results
     space: Optional[SearchSpace] = dataclasses.field(default=None, init=False, repr=False)
 
@@ -274,6 +320,10 @@ class Study:
                 raise StudyError("search.first_points", "a grid already runs every point", "remove first_points or use random / optuna")
         for i, point in enumerate(self.search.first_points):
             self._validate_point(point, f"search.first_points[{i}]")
+        if self.final is not None:
+            trials = self.space.trial_count(self.search.algorithm, self.methods, self.search.num_samples, self.search.grid_repeats)
+            if self.final.top_k > trials:
+                raise StudyError("final.top_k", f"{self.final.top_k} configurations, but the search runs only {trials} trial(s)", f"use final.top_k <= {trials} or search more")
 
     def _validate_point(self, point: dict[str, Any], field: str) -> None:
         assert self.space is not None

@@ -18,15 +18,17 @@ import mlflow
 import ray
 import yaml
 from ray import tune
+from ray.tune.search import Searcher
 
-from sweeps import cluster, resume, runs, tracking
+from sweeps import cluster, final_stage, resume, runs, tracking
 from sweeps.starvation import StarvationGuard
 from sweeps.storage import storage_root
 from sweeps.schedulers import SCHEDULERS
 from sweeps.schema import to_dict
-from sweeps.searchers import SEARCHERS, trial_count
+from sweeps.searchers import SEARCHERS, GridSearcher, trial_count
 from sweeps.study import Study
 from trainables import data as data_mod
+from trainables.floors import NO_SFT_FLOOR, Floor, floor_verdict
 from trainables.loop import schedule
 from trainables.model import check_architecture, load_tokenizer
 from trainables.tasks import TASKS
@@ -37,8 +39,11 @@ from trainables.trial import TRIAL_DRIVER_RESOURCES, run_trial
 class SweepOutcome:
     results: tune.ResultGrid
     parent_run_id: str
-    best: Optional[dict[str, Any]]  # {"config": ..., "metrics": ..., "trial_id": ...}
+    best: Optional[dict[str, Any]]  # the study's model: {"config", "metrics", "trial_id", "path"}
     counts: dict[str, int]
+    floors: list[Floor] = dataclasses.field(default_factory=list)
+    search_best: Optional[dict[str, Any]] = None  # the search's best trial (= best without a final stage)
+    final: Optional[final_stage.Pick] = None  # the final stage's pick (mean and spread over seeds)
 
 
 def study_settings(study: Study) -> dict[str, Any]:
@@ -64,14 +69,18 @@ def trial_dirname(trial: Any) -> str:
     return str(trial)
 
 
-def build_tuner(study: Study, data_ref: Any, plan: dict[str, int], max_concurrent: int, run_name: str, callbacks: list[Any]) -> tune.Tuner:
-    """The Tuner(trainable, param_space, tune_config, run_config) for a validated study."""
+def build_tuner(study: Study, data_ref: Any, plan: dict[str, int], max_concurrent: int, run_name: str, callbacks: list[Any], searcher: Optional[Searcher] = None, num_samples: Optional[int] = None) -> tune.Tuner:
+    """The Tuner(trainable, param_space, tune_config, run_config) for a validated study
+    (``searcher``/``num_samples``: given points instead of the study's search, as the final
+    stage runs)."""
     assert study.space is not None
     search = study.search
-    searcher = SEARCHERS[search.algorithm](
-        study.space, study.methods, metric=search.metric, mode=search.mode, seed=search.seed,
-        num_samples=search.num_samples, grid_repeats=search.grid_repeats, first_points=search.first_points,
-    )
+    if searcher is None:
+        searcher = SEARCHERS[search.algorithm](
+            study.space, study.methods, metric=search.metric, mode=search.mode, seed=search.seed,
+            num_samples=search.num_samples, grid_repeats=search.grid_repeats, first_points=search.first_points,
+        )
+        num_samples = trial_count(search.algorithm, study.space, study.methods, search.num_samples, search.grid_repeats)
     return tune.Tuner(
         trainable(study, data_ref, run_name),
         param_space={},
@@ -80,7 +89,7 @@ def build_tuner(study: Study, data_ref: Any, plan: dict[str, int], max_concurren
             mode=search.mode,
             search_alg=searcher,
             scheduler=SCHEDULERS[study.scheduler.name](study.scheduler, plan["eval_points"]),
-            num_samples=trial_count(search.algorithm, study.space, study.methods, search.num_samples, search.grid_repeats),
+            num_samples=num_samples,
             max_concurrent_trials=max_concurrent,
             trial_dirname_creator=trial_dirname,
         ),
@@ -150,24 +159,72 @@ def _forget_lost(storage: str, run_name: str, results: tune.ResultGrid, uri: str
 
 
 def run_study(study: Study, address: Optional[str] = None, local: bool = False, resume_run: bool = False) -> SweepOutcome:
-    """Run ``study`` as a sweep; with ``resume_run``, continue its latest interrupted run."""
+    """Run ``study`` as a sweep (and its final stage); with ``resume_run``, continue its latest
+    interrupted run."""
     previous = resume.latest_unfinished(storage_root(study), study.name) if resume_run else None
     task = TASKS[study.task]
     tokenizer = load_tokenizer(study.model)
     check_architecture(study.model, task)
-    prepared = task.kind_module.prepare(study.data, task, tokenizer, to_dict(study.training), study.training.seed)
-    plan = schedule(len(prepared.splits["train"]), to_dict(study.training), study.resources.workers)
+    training = to_dict(study.training)
+    prepared = task.kind_module.prepare(study.data, task, tokenizer, training, study.training.seed)
+    final: Optional[tuple[Study, data_mod.PreparedData]] = None
+    if study.final is not None:
+        final_study = final_stage.study_for_final(study)
+        own = final_stage.needs_own_data(study)
+        final = (final_study, task.kind_module.prepare(final_study.data, task, tokenizer, training, study.training.seed) if own else prepared)
+    # Floors are fitted on the rows the study's model trains on (the final stage's, if any).
+    floors = task.kind_module.floors(final[1] if final else prepared, task, study.training.seed)
+    prepared = dataclasses.replace(prepared, raw=None)  # the trials need the tokenized splits only
+    if final is not None:
+        final = (final[0], dataclasses.replace(final[1], raw=None))
+    plan = schedule(len(prepared.splits["train"]), training, study.resources.workers)
 
     started = cluster.connect(address, local)
     try:
         max_concurrent = cluster.concurrency(study.resources, study.search.max_concurrent_trials)
-        return _sweep(study, prepared, plan, max_concurrent, previous)
+        stage = None
+        if final is not None:
+            stage = FinalStage(final[0], final[1], cluster.concurrency(final[0].resources, final[0].search.max_concurrent_trials))
+        return _sweep(study, prepared, plan, max_concurrent, previous, floors, stage)
     finally:
         if started:
             ray.shutdown()
 
 
-def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], max_concurrent: int, previous: Optional[dict[str, Any]]) -> SweepOutcome:
+@dataclasses.dataclass
+class FinalStage:
+    study: Study  # the study as the final runs train (final_stage.study_for_final)
+    data: data_mod.PreparedData
+    max_concurrent: int
+
+
+def _run_final(stage: FinalStage, results: tune.ResultGrid, run_name: str, callbacks: list[Any], restore: bool) -> tuple[tune.ResultGrid, Optional[final_stage.Pick]]:
+    """Retrain the search's top configurations (a second Tuner in the same study run)."""
+    study, search = stage.study, stage.study.search
+    assert study.final is not None
+    name = f"{run_name}-final"
+    data_ref = ray.put(stage.data)
+    path = f"{storage_root(study)}/{name}"
+    if restore and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable=trainable(study, data_ref, name), resume_unfinished=True, resume_errored=True)
+    else:
+        configs = final_stage.top_configs(results, search.metric, search.mode, study.final.top_k)
+        chosen = final_stage.points(configs, study.final.seeds, study.training.seed)
+        plan = schedule(len(stage.data.splits["train"]), to_dict(study.training), study.resources.workers)
+        grid = GridSearcher(chosen, metric=search.metric, mode=search.mode)
+        tuner = build_tuner(study, data_ref, plan, stage.max_concurrent, name, callbacks, searcher=grid, num_samples=len(chosen))
+    final_results = tuner.fit()
+    return final_results, final_stage.pick(final_results, search.metric, search.mode)
+
+
+def _counts(results: tune.ResultGrid) -> dict[str, int]:
+    counts = {"trials": len(results), "failed": sum(r.error is not None for r in results)}
+    counts["completed"] = sum(r.error is None and (r.metrics or {}).get("progress", 0) >= 1 for r in results)
+    counts["early_stopped"] = counts["trials"] - counts["failed"] - counts["completed"]
+    return counts
+
+
+def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], max_concurrent: int, previous: Optional[dict[str, Any]], floors: list[Floor], stage: Optional[FinalStage]) -> SweepOutcome:
     storage = storage_root(study)
     run_name = previous["run_name"] if previous else f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     uri = tracking.tracking_uri(study.tracking.tracking_uri)
@@ -182,12 +239,22 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], 
         "plan.eval_points": plan["eval_points"],
         "plan.max_concurrent_trials": max_concurrent,
     }
+    if stage is not None:
+        params["final.train_rows"] = len(stage.data.splits["train"])
     data_ref = ray.put(prepared)
     parent_id = previous["parent_run_id"] if previous else None
     with tracking.study_run(uri, study.experiment, run_name, params, {**tags, "mlflow.note.content": study.description}, run_id=parent_id) as parent:
         parent_id = parent.info.run_id
         state = {"run_name": run_name, "parent_run_id": parent_id, "tracking_uri": uri, "experiment": study.experiment, "finished": False}
         resume.write(storage, run_name, state)
+
+        def callbacks(run_study: Study, stage_name: str) -> list[Any]:
+            logger = tracking.TrialRunLogger(
+                uri, study.experiment, parent_id, study_settings(run_study), {"model": study.model, "study": study.name, "stage": stage_name},
+                metric=study.search.metric, mode=study.search.mode, storage=storage,
+            )
+            return [logger, StarvationGuard(cluster.start_timeout(run_study.resources))]
+
         if previous:
             # Tune's experiment state: finished trials stay finished, unfinished ones (and
             # those that errored because the driver died) continue from their checkpoints.
@@ -197,30 +264,51 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], 
         else:
             log_study_files(study)
             mlflow.log_dict({"label_names": prepared.label_names, "rows": prepared.sizes}, runs.DATA_FILE)
-            logger = tracking.TrialRunLogger(
-                uri, study.experiment, parent_id, settings, {"model": study.model, "study": study.name},
-                metric=study.search.metric, mode=study.search.mode, storage=storage,
-            )
-            guard = StarvationGuard(cluster.start_timeout(study.resources))
-            tuner = build_tuner(study, data_ref, plan, max_concurrent, run_name, [logger, guard])
+            log_floors(floors, study)
+            tuner = build_tuner(study, data_ref, plan, max_concurrent, run_name, callbacks(study, "search"))
         results = tuner.fit()
         if previous:  # again: an actor of the dead driver may have written after the first pass
             _forget_lost(storage, run_name, results, uri, parent_id)
-        best = _best(results, study.search.metric, study.search.mode)
-        counts = {"trials": len(results), "failed": sum(r.error is not None for r in results)}
-        counts["completed"] = sum(r.error is None and (r.metrics or {}).get("progress", 0) >= 1 for r in results)
-        counts["early_stopped"] = counts["trials"] - counts["failed"] - counts["completed"]
+        search_best = best = _best(results, study.search.metric, study.search.mode)
+        counts = _counts(results)
+        chosen = None
+        if stage is not None and search_best is not None:
+            final_results, chosen = _run_final(stage, results, run_name, callbacks(stage.study, "final"), restore=previous is not None)
+            counts.update({f"final_{k}": v for k, v in _counts(final_results).items()})
+            if chosen is not None:
+                best = _best(chosen.results, study.search.metric, study.search.mode)
         resume.write(storage, run_name, {**state, "finished": True})
         mlflow.log_metrics({f"trials_{k}": v for k, v in counts.items()})
         if best:
             mlflow.log_params({f"best.{k}": v for k, v in best["config"].items()})
             mlflow.log_metrics({f"best_{k}": v for k, v in best["metrics"].items()})
             mlflow.set_tag("best_trial_path", best["path"])
-            best_run = tracking.trial_run_id(uri, parent_id, best["path"].rstrip("/").rsplit("/", 1)[-1])
+            best_run = _run_id(uri, parent_id, best)
             if best_run:
                 mlflow.set_tag("best_run_id", best_run)
+            if chosen is not None:
+                metric = study.search.metric
+                mlflow.log_metrics({f"final_{metric}_mean": chosen.mean, f"final_{metric}_std": chosen.std, "final_seeds_finished": chosen.runs})
+                search_run = _run_id(uri, parent_id, search_best) if search_best else None
+                if search_run:
+                    mlflow.set_tag("search_best_run_id", search_run)
+            verdict = floor_verdict(floors, study.search.metric, study.search.mode, best["metrics"])
+            if verdict is not None:
+                mlflow.set_tag("beats_floor", str(verdict.beats).lower())
             log_report(uri, parent_id)
         else:
             mlflow.set_tag("status", "all trials failed")
             mlflow.end_run("FAILED")
-        return SweepOutcome(results=results, parent_run_id=parent_id, best=best, counts=counts)
+        return SweepOutcome(results=results, parent_run_id=parent_id, best=best, counts=counts, floors=floors, search_best=search_best, final=chosen)
+
+
+def _run_id(uri: str, parent_id: str, best: dict[str, Any]) -> Optional[str]:
+    return tracking.trial_run_id(uri, parent_id, best["path"].rstrip("/").rsplit("/", 1)[-1])
+
+
+def log_floors(floors: list[Floor], study: Study) -> None:
+    """The floors as parent metrics (``floor_<name>_<metric>``) and ``floors.json``."""
+    for floor in floors:
+        mlflow.log_metrics(floor.metrics())
+    why = NO_SFT_FLOOR if TASKS[study.task].kind == "sft" else None
+    mlflow.log_dict({"floors": [dataclasses.asdict(f) for f in floors], "none_because": why}, runs.FLOORS_FILE)

@@ -112,7 +112,7 @@ def test_study_runs_end_to_end_in_smoke_mode(name, smoke_runs):
     for run in kids:
         status = run.data.tags["status"]  # ASHA may stop a trial at its first eval point
         assert run.info.status == "FINISHED" and status in ("completed", "early_stopped"), run.data.tags.get("error")
-        for key in (metric, f"base_{metric}", "eval_loss", "trainable_params", "tokens_per_s", "peak_memory_mb"):
+        for key in (metric, f"before_{metric}", "eval_loss", "trainable_params", "tokens_per_s", "peak_memory_mb"):
             assert key in run.data.metrics, (name, key)
         assert len(client.get_metric_history(run.info.run_id, metric)) == (2 if status == "completed" else 1)  # an eval after each of 2 steps
         files = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
@@ -146,7 +146,27 @@ def test_study_runs_end_to_end_in_smoke_mode(name, smoke_runs):
     if task.kind == "classification" and not task.multi_label and study.data.label_names:  # per-class accuracy
         assert {f"class_accuracy_{n}" for n in study.data.label_names} <= set(kids[0].data.metrics)
 
+    check_floors(client, parent, task, metric, (workdir / "driver.log").read_text())
     check_exports(client, parent.info.run_id, kids, task, workdir)
+
+
+def check_floors(client, parent, task, metric: str, log: str) -> None:
+    """Each kind logs its floors (or why it has none); the console says whether the model beats them."""
+    import json
+
+    path = client.download_artifacts(parent.info.run_id, "floors.json")
+    with open(path) as f:
+        logged = json.load(f)
+    names = [f["name"] for f in logged["floors"]]
+    if task.kind == "sft":
+        assert names == [] and "zero-shot" in logged["none_because"]
+        return
+    assert names == (["majority", "tfidf_logreg"] if task.kind == "classification" else ["best_sentence"])
+    assert f"floor_{names[-1]}_{metric}" in parent.data.metrics
+    beats = parent.data.tags["beats_floor"]
+    # two optimizer steps of a random tiny model: nowhere near TF-IDF
+    assert beats == "false" or task.kind == "qa", (names, beats)
+    assert ("above the floor" if beats == "true" else f"BELOW THE FLOOR: {metric}") in log
 
 
 def check_exports(client, parent_id, kids, task, workdir) -> None:

@@ -83,3 +83,25 @@ def test_multi_label_subset_accuracy_and_jaccard():
     m = classification_metrics(logits, labels, multi_label=True)
     assert m["subset_accuracy"] == pytest.approx(0.5)
     assert m["accuracy"] == pytest.approx((1 + 0.5) / 2)
+
+
+def test_text_lines_with_label_lines_load_as_tweeteval_ships_them(tmp_path):
+    """TweetEval: one raw tweet per line (quotes, semicolons, commas untouched) and its label on
+    the same line of a second file."""
+    texts = ['"so happy", she said; really', "i am furious, truly", "meh"] * 10
+    (tmp_path / "t.txt").write_text("\n".join(texts) + "\n")
+    (tmp_path / "l.txt").write_text("\n".join(["1", "0", "2"] * 10) + "\n")
+    spec = build(DataSpec, {"format": "lines", "files": {"train": str(tmp_path / "t.txt")}, "label_files": {"train": str(tmp_path / "l.txt")}, "label_names": ["anger", "joy", "optimism"]})
+    ds, names = data.load_splits(spec, TASKS["single_label"], seed=0)
+    assert names == ["anger", "joy", "optimism"] and len(ds["train"]) + len(ds["validation"]) == 30
+    row = next(r for r in ds["train"] if r["text"].startswith('"so happy"'))
+    assert row["text"] == texts[0] and row["labels"] == 1
+
+    (tmp_path / "short.txt").write_text("1\n0\n")
+    spec = build(DataSpec, {"format": "lines", "files": {"train": str(tmp_path / "t.txt")}, "label_files": {"train": str(tmp_path / "short.txt")}})
+    with pytest.raises(StudyError, match=r"data.label_files.train: 2 labels for 30 texts"):
+        data.load_splits(spec, TASKS["single_label"], seed=0)
+    with pytest.raises(StudyError, match=r"label_files.train: format lines needs a labels file per split"):
+        build(DataSpec, {"format": "lines", "files": {"train": str(tmp_path / "t.txt")}})
+    with pytest.raises(StudyError, match=r"label_files: label files go with format: lines"):
+        build(DataSpec, {"files": {"train": str(tmp_path / "t.txt")}, "label_files": {"train": str(tmp_path / "l.txt")}})

@@ -71,15 +71,15 @@ def test_eval_files_and_error_groups_agree_with_the_predictions(tmp_path):
     folder = checkpoint(tmp_path / "c", logits, labels, base)
     pred = pd.read_csv(f"{folder}/eval/predictions.csv", keep_default_na=False)
     assert list(pred["prediction"]) == ["anger", "joy", "joy", "sadness"]
-    assert list(pred["base_prediction"]) == ["joy", "joy", "anger", "joy"]
+    assert list(pred["before_prediction"]) == ["joy", "joy", "anger", "joy"]
     matrix = pd.read_csv(f"{folder}/eval/confusion_matrix.csv", index_col=0)
     assert matrix.loc["anger", "joy"] == 1 and matrix.values.trace() == 3
     per_class = pd.read_csv(f"{folder}/eval/per_class.csv").set_index("label")
     assert per_class.loc["anger", "recall"] == 0.5 and per_class.loc["joy", "precision"] == 0.5
     grouped = error_analysis.with_groups(pred)
-    assert list(grouped["group"]) == ["base wrong, tuned right", "both right", "base right, tuned wrong", "base wrong, tuned right"]
+    assert list(grouped["group"]) == ["wrong before training, right tuned", "both right", "right before training, wrong tuned", "wrong before training, right tuned"]
     counts = error_analysis.group_counts(grouped).set_index("group")["count"].to_dict()
-    assert counts == {"both right": 1, "base right, tuned wrong": 1, "base wrong, tuned right": 2, "both wrong": 0}
+    assert counts == {"both right": 1, "right before training, wrong tuned": 1, "wrong before training, right tuned": 2, "both wrong": 0}
     text = error_analysis.report_markdown(grouped)
     assert "| anger | joy | 1 |" in text and "gets 1 wrong (25.0%)" in text
 

@@ -22,6 +22,14 @@ def prepare(spec: Any, task: Task, tokenizer: Any, training: dict[str, Any], see
     return prepare_data(spec, task, tokenizer, training["max_length"], seed)
 
 
+def floors(data: PreparedData, task: Task, seed: int) -> list[Any]:
+    """Majority class and TF-IDF + logistic regression on the trials' own training rows."""
+    from trainables.floors import classification_floors
+
+    assert data.raw is not None, "floors are fitted in the driver, on the prepared text splits"
+    return classification_floors(data.raw, task.multi_label, task.needs_text_pair, len(data.label_names), seed)
+
+
 def collator(tokenizer: Any, task: Task) -> Any:
     return DataCollatorWithPadding(tokenizer)
 

@@ -37,6 +37,9 @@ class PreparedData:
     # What a task kind needs beside the tokenized splits to score them (QA: the examples each
     # window of a split came from; instruction tuning: prompts and references to generate on).
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The text splits before tokenizing (classification), for the floors the driver fits;
+    # the driver drops them before the data travels to the trials.
+    raw: Optional[DatasetDict] = None
 
     def labelled(self, split: str) -> bool:
         """Whether ``split`` can be scored (a test split may come without answers)."""
@@ -77,8 +80,30 @@ def _load_squad_json(files: dict[str, str]) -> DatasetDict:
     return out
 
 
+def _lines(path: str) -> list[str]:
+    return Path(path).expanduser().read_text(encoding="utf-8").splitlines()
+
+
+def _load_lines(spec: Any) -> DatasetDict:
+    """One text per line, and its label on the same line of the split's labels file (TweetEval)."""
+    out = DatasetDict()
+    text_col, label_col = spec.columns.text, spec.columns.label or "label"
+    for split, file in spec.files.items():
+        texts = _lines(file)
+        rows: dict[str, list[Any]] = {text_col: texts}
+        if split in spec.label_files:
+            labels = [line.strip() for line in _lines(spec.label_files[split])]
+            if len(labels) != len(texts):
+                raise StudyError(f"data.label_files.{split}", f"{len(labels)} labels for {len(texts)} texts in {file}", "give one label per line, aligned with the text file")
+            rows[label_col] = [int(v) if v.lstrip("-").isdigit() else v for v in labels]
+        out[split] = Dataset.from_dict(rows)
+    return out
+
+
 def _load_local(spec: Any) -> DatasetDict:
     files = {split: str(Path(f).expanduser()) for split, f in spec.files.items()}
+    if spec.format == "lines":
+        return _load_lines(spec)
     if spec.format == "squad":
         try:
             return _load_squad_json(files)
@@ -295,4 +320,4 @@ def prepare(spec: Any, task: Task, tokenizer: Any, max_length: int, seed: int) -
     datasets.disable_progress_bars()  # per-split bars drown the one-line errors and Tune's table
     raw, names = load_splits(spec, task, seed)
     texts = {c: list(raw["validation"][c]) for c in ("text", "text_pair") if c in raw["validation"].column_names}
-    return PreparedData(splits=tokenize(raw, tokenizer, max_length, task), label_names=names, tokenizer=tokenizer, texts=texts)
+    return PreparedData(splits=tokenize(raw, tokenizer, max_length, task), label_names=names, tokenizer=tokenizer, texts=texts, raw=raw)

@@ -50,7 +50,7 @@ def write(
         probs = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
         rows["confidence"] = probs.max(axis=-1).round(4).tolist()
     if base_logits is not None:
-        rows["base_prediction"] = [label_text(r, names, multi_label) for r in predicted(base_logits, multi_label)]
+        rows["before_prediction"] = [label_text(r, names, multi_label) for r in predicted(base_logits, multi_label)]
     pd.DataFrame(rows).to_csv(os.path.join(out, PREDICTIONS), index=False)
     pd.DataFrame(per_class(logits, labels, names, multi_label)).to_csv(os.path.join(out, PER_CLASS), index=False)
     matrix = confusion(logits, labels, len(names), multi_label)

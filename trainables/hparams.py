@@ -47,6 +47,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, Union[str, Callable[[], str]]
     "lora_dropout": (_unit, "dropout must be in [0, 1)", "use e.g. 0.05"),
     "target_modules": (lambda v: isinstance(v, str) and bool(v), "target modules must be a preset name or comma-separated module names", "use default, all-linear or e.g. q_proj,v_proj"),
     "learning_rate": (_positive, "the learning rate must be > 0", "use e.g. 1e-4 .. 5e-3"),
+    "head_learning_rate": (_positive, "the task head's learning rate must be > 0", "use e.g. 1e-3, or leave it out (= learning_rate)"),
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a seed is an integer >= 0", "use e.g. 0, 1, 2"),
     "warmup_ratio": (_unit, "the warmup ratio must be in [0, 1)", "use e.g. 0.03 or 0.1"),
     "weight_decay": (_non_negative, "weight decay must be >= 0", "use 0 or 0.01"),
     "packing": (lambda v: isinstance(v, bool), "packing is true or false", "use [false, true]"),

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler, set_seed
 
 from trainables import model as models
+from trainables.precision import autocast, autocast_dtype
 from trainables.tasks import TASKS, Task
 
 
@@ -60,16 +61,18 @@ class Evaluator:
     # Leading result keys: Ray Tune's trial table shows the first four (per-trial progress).
     lead: tuple[str, ...] = ("progress",)
     # The model before training (fresh head, adapters at their identity init; for instruction
-    # tuning the pretrained LM itself, zero-shot): its metrics (``base_*``) and validation
+    # tuning the pretrained LM itself, zero-shot): its metrics (``before_*``) and validation
     # outputs, kept so every checkpoint can compare against it.
     base: Optional[dict[str, Any]] = None
 
     def run(self, net: torch.nn.Module, split: str) -> tuple[dict[str, float], Any]:
+        # In full precision, whatever the training precision: the scores and predictions files
+        # are then exactly what the exported model gives when a user loads it.
         return self.task.kind_module.evaluate(net, self.loaders[split], self.data, split, self.device, self.task, self.training)
 
     def score_base(self, net: torch.nn.Module) -> None:
         metrics, payload = self.run(net, "validation")
-        self.base = {"metrics": {f"base_{k}": v for k, v in metrics.items()}, "payload": payload}
+        self.base = {"metrics": {f"before_{k}": v for k, v in metrics.items()}, "payload": payload}
 
 
 def worker_nodes(world: int) -> dict[str, str]:
@@ -98,6 +101,35 @@ def quiet_worker() -> None:
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
+def train_loader(rows: Any, training: dict[str, Any], collate: Any, generator: torch.Generator, world: int) -> DataLoader:
+    """Shuffled batches; with ``group_by_length`` (one worker) batches of similar length, so
+    short texts are not padded to the longest of a random batch. Both orders come from
+    ``generator``, whose state per epoch is checkpointed: a resumed trial sees the same batches."""
+    group = training.get("group_by_length", True) and world == 1 and "input_ids" in getattr(rows, "column_names", ())
+    if group:
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        lengths = [len(ids) for ids in rows["input_ids"]]
+        sampler = LengthGroupedSampler(training["batch_size"], lengths=lengths, generator=generator)
+        return DataLoader(rows, batch_size=training["batch_size"], sampler=sampler, collate_fn=collate)
+    loader = DataLoader(rows, batch_size=training["batch_size"], shuffle=True, collate_fn=collate, generator=generator)
+    return ray.train.torch.prepare_data_loader(loader, move_to_device=False) if world > 1 else loader
+
+
+def optimizer_for(model: torch.nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
+    """AdamW; a freshly initialised task head may learn at its own rate (``head_learning_rate``):
+    it starts from random weights while the adapter or the pretrained weights start from
+    something good, so the two rarely want the same step size (full fine-tuning at 1e-4 with
+    its head at 1e-3, say)."""
+    head, rest = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (head if any(part in models.TRAINED_HEAD_MODULES for part in name.split(".")) else rest).append(p)
+    head_lr = hp.get("head_learning_rate") or hp["learning_rate"]
+    groups = [{"params": rest, "lr": hp["learning_rate"]}, {"params": head, "lr": head_lr}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=hp["weight_decay"])
+
+
 def train_worker(cfg: dict[str, Any]) -> None:
     study, hp = cfg["study"], cfg["hparams"]
     training, task = study["training"], TASKS[study["task"]]
@@ -106,7 +138,8 @@ def train_worker(cfg: dict[str, Any]) -> None:
     quiet_worker()
     # Ray starts workers with OMP_NUM_THREADS=1: use the CPUs this worker was given.
     torch.set_num_threads(max(1, int(study["resources"]["cpus_per_worker"])))
-    set_seed(training["seed"])
+    seed = int(hp.get("seed", training["seed"]))  # a final-stage repeat trains under its own seed
+    set_seed(seed)
 
     data = ray.get(cfg["data"][0])
     device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
@@ -117,11 +150,10 @@ def train_worker(cfg: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(net, move_to_device=False) if world > 1 else net
 
     collate = kind.collator(tokenizer, task)
-    generator = torch.Generator().manual_seed(training["seed"])
+    generator = torch.Generator().manual_seed(seed)
     train_rows = kind.train_split(data, hp, training)  # instruction tuning may pack examples here
-    train_loader = DataLoader(train_rows, batch_size=training["batch_size"], shuffle=True, collate_fn=collate, generator=generator)
-    if world > 1:
-        train_loader = ray.train.torch.prepare_data_loader(train_loader, move_to_device=False)
+    loader = train_loader(train_rows, training, collate, generator, world)
+    amp = autocast_dtype(device, training.get("precision", "auto"))
     eval_bs = training["eval_batch_size"] or 2 * training["batch_size"]
     # Own generators: a loader without one draws its base seed from the global RNG, so each
     # eval would shift the training dropout masks and results would depend on eval cadence.
@@ -139,7 +171,7 @@ def train_worker(cfg: dict[str, Any]) -> None:
     plan = schedule(len(train_rows), training, world)
     total, every = plan["total_steps"], plan["eval_every"]
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=hp["learning_rate"], weight_decay=hp["weight_decay"])
+    optimizer = optimizer_for(model, hp)
     lr_schedule = get_scheduler(hp["lr_scheduler"], optimizer, num_warmup_steps=int(hp["warmup_ratio"] * total), num_training_steps=total)
 
     # Where training stands; a restarted trial (worker lost, trial retried, study resumed)
@@ -172,17 +204,18 @@ def train_worker(cfg: dict[str, Any]) -> None:
     loss_sum, loss_n = 0.0, 0
     model.train()
     while step < total:
-        if world > 1 and hasattr(train_loader, "sampler") and hasattr(train_loader.sampler, "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)
+        if world > 1 and hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
         generator.set_state(epoch_rng)
         micro_in_epoch = 0
-        for batch in train_loader:
+        for batch in loader:
             if micro_in_epoch < skip:
                 micro_in_epoch += 1
                 continue
             t0 = time.perf_counter()
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss = model(**batch).loss / training["grad_accum"]
+            with autocast(device, amp):
+                loss = model(**batch).loss / training["grad_accum"]
             loss.backward()
             micro += 1
             micro_in_epoch += 1

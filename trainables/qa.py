@@ -144,6 +144,13 @@ def _logits(model: torch.nn.Module, loader: DataLoader, device: torch.device) ->
     return starts, ends, loss_sum / max(n, 1)
 
 
+def floors(data: PreparedData, task: Task, seed: int) -> list[Any]:
+    """The best-overlap context sentence as the answer (no training)."""
+    from trainables.floors import qa_floors
+
+    return qa_floors(data.extra, task.allow_no_answer)
+
+
 def evaluate(model: torch.nn.Module, loader: DataLoader, data: PreparedData, split: str, device: torch.device, task: Task, training: dict[str, Any]) -> tuple[dict[str, float], Any]:
     starts, ends, loss = _logits(model, loader, device)
     examples = data.extra[split]
@@ -166,6 +173,6 @@ def write_files(folder: str, payload: Any, base_payload: Optional[Any], data: Pr
         "exact_match": [e for e, _ in scores], "f1": [round(f, 4) for _, f in scores],
     }
     if base_payload is not None:
-        rows["base_prediction"] = base_payload
+        rows["before_prediction"] = base_payload
     os.makedirs(os.path.join(folder, "eval"), exist_ok=True)
     pd.DataFrame(rows).to_csv(os.path.join(folder, "eval", PREDICTIONS), index=False)

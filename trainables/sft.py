@@ -169,6 +169,11 @@ def text_scores(generations: list[str], references: list[str]) -> dict[str, floa
     return out
 
 
+def floors(data: PreparedData, task: Task, seed: int) -> list[Any]:
+    """None fitted in the driver (``trainables.floors.NO_SFT_FLOOR`` says why)."""
+    return []
+
+
 def evaluate(model: torch.nn.Module, loader: DataLoader, data: PreparedData, split: str, device: torch.device, task: Task, training: dict[str, Any]) -> tuple[dict[str, float], Any]:
     loss = eval_loss(model, loader, device)
     metrics = {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
@@ -186,6 +191,6 @@ def write_files(folder: str, payload: Any, base_payload: Optional[Any], data: Pr
     sample = data.extra["generation"]
     rows: dict[str, list] = {"prompt": [s["prompt"] for s in sample], "reference": [s["reference"] for s in sample], "generation": payload}
     if base_payload is not None:
-        rows["base_generation"] = base_payload
+        rows["before_generation"] = base_payload
     os.makedirs(os.path.join(folder, "eval"), exist_ok=True)
     pd.DataFrame(rows).to_csv(os.path.join(folder, "eval", GENERATIONS), index=False)

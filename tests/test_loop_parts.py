@@ -1,0 +1,123 @@
+"""Parts of the trial loop that decide speed and what a trial can learn: mixed precision by
+hardware (forced both ways, whatever CPU runs the test), length-grouped batches, the head's
+own learning rate, per-method ranges in one conditional space (real Optuna)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+from datasets import Dataset
+from transformers import DataCollatorWithPadding
+
+from search_spaces import load_space
+from sweeps.errors import StudyError
+from sweeps.searchers import DefineByRun
+from trainables import model as models
+from trainables.loop import optimizer_for, train_loader
+from trainables.precision import autocast, autocast_dtype
+from trainables.tasks import TASKS
+
+CPU = torch.device("cpu")
+
+
+def test_auto_precision_follows_the_cpu_flags():
+    assert autocast_dtype(CPU, "auto", frozenset({"avx2", "avx512_bf16"})) is torch.bfloat16
+    assert autocast_dtype(CPU, "auto", frozenset({"avx2", "amx_bf16"})) is torch.bfloat16
+    assert autocast_dtype(CPU, "auto", frozenset({"avx2", "avx512f"})) is None  # would emulate bf16: slower
+    assert autocast_dtype(CPU, "fp32", frozenset({"avx512_bf16"})) is None
+    assert autocast_dtype(CPU, "bf16", frozenset()) is torch.bfloat16
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora", "ia3", "full"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, None])
+def test_every_method_trains_and_evaluates_in_both_precisions(minilm_path, method, dtype):
+    """The bf16 path runs on any CPU when forced (slowly where it is emulated), so both paths
+    are tested here whatever this machine's flags."""
+    tok = models.load_tokenizer(minilm_path)
+    net = models.build(minilm_path, TASKS["single_label"], ["a", "b"], method, {"lora_r": 4}, CPU, tok.pad_token_id)
+    batch = dict(tok(["so glad today", "this is awful", "fine", "meh"], padding=True, return_tensors="pt"))
+    labels = torch.tensor([0, 1, 0, 1])
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3)
+    net.eval()
+    with torch.no_grad(), autocast(CPU, dtype):
+        before = net(**batch, labels=labels).loss.item()
+    net.train()
+    for _ in range(4):
+        with autocast(CPU, dtype):
+            loss = net(**batch, labels=labels).loss
+        assert loss.dtype == torch.float32  # the loss is reduced in fp32 under autocast
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert all(p.dtype == torch.float32 for p in net.parameters() if p.requires_grad)  # fp32 master weights
+    net.eval()
+    with torch.no_grad(), autocast(CPU, dtype):
+        assert net(**batch, labels=labels).loss.item() < before
+
+
+def _rows(tok, n: int = 400) -> Dataset:
+    import random
+
+    rng = random.Random(0)
+    texts = [" ".join("word" for _ in range(rng.choice([2, 3, 30, 40]))) for _ in range(n)]
+    enc = tok(texts, truncation=True, max_length=64)
+    return Dataset.from_dict({**enc, "labels": [0] * n})
+
+
+def test_length_grouped_batches_pad_less_and_replay_from_the_generator_state(minilm_path):
+    tok = models.load_tokenizer(minilm_path)
+    rows = _rows(tok)
+    collate = DataCollatorWithPadding(tok)
+
+    def padded_tokens(group: bool, seed: int = 0) -> tuple[int, list]:
+        gen = torch.Generator().manual_seed(seed)
+        state = gen.get_state()
+        loader = train_loader(rows, {"batch_size": 16, "group_by_length": group}, collate, gen, world=1)
+        gen.set_state(state)
+        first = [b["input_ids"].shape for b in loader]
+        gen.set_state(state)  # what a resumed trial does at the start of its epoch
+        again = [b["input_ids"].shape for b in loader]
+        assert first == again
+        return sum(s[0] * s[1] for s in first), first
+
+    grouped, batches = padded_tokens(True)
+    plain, _ = padded_tokens(False)
+    assert grouped < 0.7 * plain, (grouped, plain)
+    assert sum(s[0] for s in batches) == len(rows)  # every row once per epoch
+
+
+def test_the_fresh_head_gets_its_own_learning_rate(minilm_path):
+    tok = models.load_tokenizer(minilm_path)
+    net = models.build(minilm_path, TASKS["single_label"], ["a", "b"], "full", {}, CPU, tok.pad_token_id)
+    opt = optimizer_for(net, {"learning_rate": 1e-4, "head_learning_rate": 1e-3, "weight_decay": 0.0})
+    lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    named = dict(net.named_parameters())
+    assert lrs[id(named["classifier.weight"])] == 1e-3 and lrs[id(named["bert.encoder.layer.0.attention.self.query.weight"])] == 1e-4
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(named)
+    same = optimizer_for(net, {"learning_rate": 1e-4, "weight_decay": 0.0})  # no head rate: one rate for all
+    assert {g["lr"] for g in same.param_groups} == {1e-4}
+
+
+def test_per_method_ranges_in_one_conditional_space_with_real_optuna():
+    space = load_space("small_encoder", {"learning_rate": {"type": "loguniform", "low": 3e-4, "high": 2e-3, "per_method": {"ia3": {"low": 3e-3, "high": 3e-2}}}})
+    assert space.params_for("ia3")["learning_rate"].low == 3e-3 and space.params_for("lora")["learning_rate"].high == 2e-3
+    sampler = optuna.samplers.TPESampler(seed=0, multivariate=True, group=True, n_startup_trials=3)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    fn = DefineByRun(space, ["lora", "ia3"])
+    seen = {"lora": [], "ia3": []}
+    for _ in range(12):
+        trial = study.ask()
+        fn(trial)
+        method, lr = trial.params["method"], trial.params["learning_rate"]
+        seen[method].append(lr)
+        study.tell(trial, -abs(lr - (1e-3 if method == "lora" else 1e-2)))
+    assert seen["lora"] and seen["ia3"]
+    assert all(3e-4 <= v <= 2e-3 for v in seen["lora"]) and all(3e-3 <= v <= 3e-2 for v in seen["ia3"])
+
+
+def test_bad_per_method_change_is_one_line_naming_the_field():
+    with pytest.raises(StudyError, match=r"learning_rate.per_method.ia3: cannot change methods"):
+        load_space("small_encoder", {"learning_rate": {"per_method": {"ia3": {"methods": ["lora"]}}}})
+    with pytest.raises(StudyError, match=r"learning_rate.per_method.ia3: low 0.1 > high 0.01"):
+        load_space("small_encoder", {"learning_rate": {"per_method": {"ia3": {"low": 0.1}}}})

@@ -1,0 +1,49 @@
+"""Mixed precision: which dtype a trial's training forward passes run in, by hardware.
+
+bf16 autocast halves the bytes every matmul moves and, where the hardware has bf16 units
+(CUDA GPUs with bf16, CPUs with AVX512-BF16 or AMX), runs ~2x faster; weights, gradients and
+the optimizer stay fp32, and evaluation runs in fp32 (scores = what the exported model gives). CPUs without those instructions emulate bf16 and get slower, so
+``auto`` checks the CPU's own flags instead of assuming: machines differ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Optional
+
+import torch
+
+FAST_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags Linux reports (empty where /proc/cpuinfo is absent)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def autocast_dtype(device: torch.device, precision: str, flags: Optional[frozenset[str]] = None) -> Optional[torch.dtype]:
+    """The autocast dtype for ``training.precision`` on ``device`` (None: plain fp32)."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    flags = cpu_flags() if flags is None else flags
+    return torch.bfloat16 if any(f in flags for f in FAST_BF16_CPU_FLAGS) else None
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``dtype``, or nothing (fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
