@@ -23,8 +23,8 @@ SEED_KEY = "seed"  # the hyperparameter a final repeat differs in
 
 
 def study_for_final(study: Study) -> Study:
-    """The study as the final runs train: all rows (``final.data: full``), the final schedule
-    and CPUs, no early stopping."""
+    """The study as the final runs train: all rows of every split (``final.data: full``: the
+    search may train and score on capped rows), the final schedule and CPUs, no early stopping."""
     final = study.final
     assert final is not None and study.space is not None
     training = dataclasses.replace(
@@ -33,7 +33,7 @@ def study_for_final(study: Study) -> Study:
         max_steps=final.max_steps if final.max_steps else (None if final.epochs else study.training.max_steps),
     )
     resources = dataclasses.replace(study.resources, cpus_per_worker=final.cpus_per_worker or study.resources.cpus_per_worker)
-    data = dataclasses.replace(study.data, max_train_rows=None) if final.data == "full" else study.data
+    data = dataclasses.replace(study.data, max_train_rows=None, max_eval_rows=None) if final.data == "full" else study.data
     search = dataclasses.replace(study.search, max_concurrent_trials=final.max_concurrent_trials, first_points=[])
     out = dataclasses.replace(study, training=training, resources=resources, data=data, search=search, scheduler=SchedulerSpec(name="none"))
     out.space = study.space  # not an init field: replace() leaves it unset
@@ -41,8 +41,9 @@ def study_for_final(study: Study) -> Study:
 
 
 def needs_own_data(study: Study) -> bool:
-    """Whether the final runs train on other rows than the search (so data is prepared twice)."""
-    return study.final is not None and study.final.data == "full" and study.data.max_train_rows is not None
+    """Whether the final runs see other rows than the search (so data is prepared twice)."""
+    capped = study.data.max_train_rows is not None or study.data.max_eval_rows is not None
+    return study.final is not None and study.final.data == "full" and capped
 
 
 def best_score(result: Any, metric: str, mode: str) -> Optional[float]:

@@ -41,11 +41,12 @@ def _value(text: str, dist: BaseDistribution) -> Any:
     return float(text)
 
 
-def as_optuna_study(scores: list[TrialScore], space: dict[str, Any], methods: list[str], mode: str, client: Any, metric: str) -> optuna.Study:
-    """``space``: the logged ``search_space.yaml`` (name -> Param fields)."""
+def as_optuna_study(scores: list[TrialScore], space: dict[str, Any], methods: list[str], mode: str, client: Any, metric: str, storage: Any = None, name: Any = None) -> optuna.Study:
+    """``space``: the logged ``search_space.yaml`` (name -> Param fields). ``storage``/``name``:
+    where to create the study (``--extend`` hands the same storage to the next searcher)."""
     params = {name: build(Param, raw, f"search_space.{name}") for name, raw in (space.get("params") or {}).items()}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize", storage=storage, study_name=name)
     for t in sorted(scores, key=lambda s: s.run.info.start_time):
         run = t.run
         method = run.data.tags.get("method", methods[0])

@@ -165,7 +165,7 @@ def _floors(client: MlflowClient, parent: Run, best: leaderboard.TrialScore, met
     """(floors vs the study's model, the verdict line, why there is no floor)."""
     from trainables.floors import Floor, floor_verdict
 
-    logged = runs.parent_json(client, parent, runs.FLOORS_FILE) or {}
+    logged = runs.parent_yaml(client, parent, runs.FLOORS_FILE) or {}
     entries = logged.get("floors") or []
     if not entries:
         return pd.DataFrame(), None, logged.get("none_because")

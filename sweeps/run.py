@@ -26,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="validate the study and print its plan; start nothing")
     p.add_argument("--local", action="store_true", help="start a local Ray cluster even if RAY_ADDRESS is set")
     p.add_argument("--resume", action="store_true", help="continue this study's latest interrupted run (finished trials are kept, unfinished ones resume from their checkpoints)")
+    p.add_argument("--extend", type=int, metavar="N", help="N more search trials for this study's latest finished run, under the same MLflow parent; the searcher starts from every trial already recorded")
     p.add_argument("--storage-path", help="override storage_path: where Ray keeps results and checkpoints (a path, or s3://... on a cluster)")
     p.add_argument("--address", help="Ray cluster address to join (default: $RAY_ADDRESS, else local)")
     return p
@@ -70,7 +71,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sweeps.sweep import run_study
 
-        outcome = run_study(study, address=args.address, local=args.local, resume_run=args.resume)
+        if args.extend is not None and args.resume:
+            raise StudyError("--extend", "cannot be combined with --resume", "resume the interrupted run first, then extend it")
+        outcome = run_study(study, address=args.address, local=args.local, resume_run=args.resume, extend_by=args.extend)
     except StudyError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return 2
@@ -88,6 +91,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     if "final_trials" in c:
         print(f"final stage: {c['final_trials']} run(s) of the top {study.final.top_k} configuration(s) on {'all' if study.final.data == 'full' else 'the search'} training rows ({c['final_failed']} failed)")
     print(f"MLflow parent run {outcome.parent_run_id} in experiment {study.experiment!r}")
+    if outcome.best is None and outcome.search_best is not None:  # --extend found nothing better
+        s = outcome.search_best
+        print(f"extension's best {study.search.metric} = {s['metrics'][study.search.metric]:.4f} with {s['config']}: not above the earlier best; the study's model is unchanged")
+        return 0
     if outcome.best is None:
         first = next((r.error for r in outcome.results if r.error is not None), None)
         print(f"error: every trial failed; first error: {str(first).strip().splitlines()[-1] if first else 'unknown'} (full tracebacks: error.txt in each trial folder under {outcome.results.experiment_path})", file=sys.stderr)

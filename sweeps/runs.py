@@ -60,14 +60,19 @@ def find_parent(ref: str, tracking_uri: Optional[str] = None) -> tuple[MlflowCli
             raise StudyError("run", f"no MLflow run {ref} in {uri}", "pass a study name or the id of a study's parent run (MLflow UI or the sweep's last lines)") from None
         parent_id = run.data.tags.get("mlflow.parentRunId")
         return client, client.get_run(parent_id) if parent_id else run
+    parent = latest_parent(client, experiment)
+    if parent is None:
+        raise StudyError("study", f"no finished run of study {ref!r} in experiment {experiment!r} at {uri}", f"run it first: python -m sweeps.run {ref} (or set --tracking-uri / MLFLOW_TRACKING_URI)")
+    return client, parent
+
+
+def latest_parent(client: MlflowClient, experiment: str) -> Optional[Run]:
+    """The experiment's latest study (parent) run that ran to its end, or None."""
     exp = client.get_experiment_by_name(experiment)
     runs = [] if exp is None else client.search_runs(
         [exp.experiment_id], "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=200
     )
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    if not parents:
-        raise StudyError("study", f"no finished run of study {ref!r} in experiment {experiment!r} at {uri}", f"run it first: python -m sweeps.run {ref} (or set --tracking-uri / MLFLOW_TRACKING_URI)")
-    return client, parents[0]
+    return next((r for r in runs if "mlflow.parentRunId" not in r.data.tags), None)
 
 
 def trial_runs(client: MlflowClient, parent: Run) -> list[Run]:
@@ -101,25 +106,14 @@ def best_trial(client: MlflowClient, parent: Run) -> Run:
 
 
 def parent_yaml(client: MlflowClient, parent: Run, name: str) -> Optional[dict[str, Any]]:
-    """A YAML artifact of the parent run (``study.yaml``, ``search_space.yaml``), or None."""
+    """A YAML (or JSON: YAML reads it too) artifact of the parent run (``study.yaml``,
+    ``search_space.yaml``, ``floors.json``), or None."""
     try:
         path = mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path=name, tracking_uri=client.tracking_uri)
     except Exception:
         return None
     with open(path) as f:
         return yaml.safe_load(f)
-
-
-def parent_json(client: MlflowClient, parent: Run, name: str) -> Optional[Any]:
-    """A JSON artifact of the parent run (``floors.json``, ``data.json``), or None."""
-    import json
-
-    try:
-        path = mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path=name, tracking_uri=client.tracking_uri)
-    except Exception:
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def sampled_params(run: Run) -> dict[str, str]:

@@ -7,8 +7,9 @@ differs. Grid enumerates the space per method and serves the points as a Tune Se
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import optuna
 from ray.tune.search import Searcher
@@ -53,27 +54,38 @@ class DefineByRun:
         return constants
 
 
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """An Optuna storage whose study ``study_name`` already holds a study's earlier trials."""
+
+    storage: optuna.storages.BaseStorage
+    study_name: str
+
+
 def _optuna(sampler: optuna.samplers.BaseSampler) -> Callable[..., Searcher]:
-    def make(space: SearchSpace, methods: list[str], metric: str, mode: str, first_points: Any = None, **_: Any) -> Searcher:
+    def make(space: SearchSpace, methods: list[str], metric: str, mode: str, first_points: Any = None, warm_start: Optional[WarmStart] = None, **_: Any) -> Searcher:
         # Known-good settings (a paper's, last sweep's best) run first; the sampler learns from them.
         full = [space.complete(p, p.get("method", methods[0])) for p in first_points or []]
         points = [{k: v for k, v in p.items() if k != "method" or len(methods) > 1} for p in full] or None
-        return OptunaSearch(space=DefineByRun(space, methods), metric=metric, mode=mode, sampler=sampler, points_to_evaluate=points)
+        # warm_start: an Optuna study already holding earlier trials (``--extend``); Ray's searcher
+        # loads it from its storage by name, so the sampler starts from every one of them.
+        where = {"storage": warm_start.storage, "study_name": warm_start.study_name} if warm_start is not None else {}
+        return OptunaSearch(space=DefineByRun(space, methods), metric=metric, mode=mode, sampler=sampler, points_to_evaluate=points, **where)
 
     return make
 
 
-def tpe(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, first_points: Any = None, **_: Any) -> Searcher:
+def tpe(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, first_points: Any = None, warm_start: Optional[WarmStart] = None, **_: Any) -> Searcher:
     # Multivariate + group TPE models parameters jointly and handles the conditional
     # branches; a few random start-up trials first, fewer on small budgets.
     sampler = optuna.samplers.TPESampler(
         seed=seed, multivariate=True, group=True, n_startup_trials=min(10, max(2, num_samples // 3))
     )
-    return _optuna(sampler)(space, methods, metric, mode, first_points)
+    return _optuna(sampler)(space, methods, metric, mode, first_points, warm_start)
 
 
-def random(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, first_points: Any = None, **_: Any) -> Searcher:
-    return _optuna(optuna.samplers.RandomSampler(seed=seed))(space, methods, metric, mode, first_points)
+def random(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, first_points: Any = None, warm_start: Optional[WarmStart] = None, **_: Any) -> Searcher:
+    return _optuna(optuna.samplers.RandomSampler(seed=seed))(space, methods, metric, mode, first_points, warm_start)
 
 
 class GridSearcher(Searcher):

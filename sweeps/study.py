@@ -242,7 +242,7 @@ class FinalSpec:
 
     top_k: int = 1  # best search configurations to retrain
     seeds: int = 1  # runs per configuration (seeds training.seed, +1, ...): the pick is the best mean, the spread is logged
-    data: Literal["full", "search"] = "full"  # full: every training row (data.max_train_rows lifted); search: the search's rows
+    data: Literal["full", "search"] = "full"  # full: every row (data.max_train_rows / max_eval_rows lifted); search: the search's rows
     epochs: Optional[float] = None  # the final schedule; default: training.epochs
     max_steps: Optional[int] = None  # optimizer steps instead of epochs (smoke runs)
     cpus_per_worker: Optional[float] = None  # default: resources.cpus_per_worker; a final run alone may take the whole node

@@ -20,7 +20,7 @@ import yaml
 from ray import tune
 from ray.tune.search import Searcher
 
-from sweeps import cluster, final_stage, resume, runs, tracking
+from sweeps import cluster, extend, final_stage, resume, runs, tracking
 from sweeps.starvation import StarvationGuard
 from sweeps.storage import storage_root
 from sweeps.schedulers import SCHEDULERS
@@ -158,10 +158,11 @@ def _forget_lost(storage: str, run_name: str, results: tune.ResultGrid, uri: str
               "state (their points are suggested again)")
 
 
-def run_study(study: Study, address: Optional[str] = None, local: bool = False, resume_run: bool = False) -> SweepOutcome:
+def run_study(study: Study, address: Optional[str] = None, local: bool = False, resume_run: bool = False, extend_by: Optional[int] = None) -> SweepOutcome:
     """Run ``study`` as a sweep (and its final stage); with ``resume_run``, continue its latest
-    interrupted run."""
+    interrupted run; with ``extend_by``, add that many search trials to its latest finished run."""
     previous = resume.latest_unfinished(storage_root(study), study.name) if resume_run else None
+    extension = extend.prepare(study, extend_by) if extend_by is not None else None
     task = TASKS[study.task]
     tokenizer = load_tokenizer(study.model)
     check_architecture(study.model, task)
@@ -185,7 +186,7 @@ def run_study(study: Study, address: Optional[str] = None, local: bool = False, 
         stage = None
         if final is not None:
             stage = FinalStage(final[0], final[1], cluster.concurrency(final[0].resources, final[0].search.max_concurrent_trials))
-        return _sweep(study, prepared, plan, max_concurrent, previous, floors, stage)
+        return _sweep(study, prepared, plan, max_concurrent, previous, floors, stage, extension)
     finally:
         if started:
             ray.shutdown()
@@ -224,9 +225,9 @@ def _counts(results: tune.ResultGrid) -> dict[str, int]:
     return counts
 
 
-def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], max_concurrent: int, previous: Optional[dict[str, Any]], floors: list[Floor], stage: Optional[FinalStage]) -> SweepOutcome:
+def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], max_concurrent: int, previous: Optional[dict[str, Any]], floors: list[Floor], stage: Optional[FinalStage], extension: Optional[extend.Extension] = None) -> SweepOutcome:
     storage = storage_root(study)
-    run_name = previous["run_name"] if previous else f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_name = previous["run_name"] if previous else f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}{'-extend' if extension else ''}"
     uri = tracking.tracking_uri(study.tracking.tracking_uri)
     settings = study_settings(study)
     tags = {"study": study.name, "model": study.model, "search": study.search.algorithm, "scheduler": study.scheduler.name}
@@ -242,8 +243,9 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], 
     if stage is not None:
         params["final.train_rows"] = len(stage.data.splits["train"])
     data_ref = ray.put(prepared)
-    parent_id = previous["parent_run_id"] if previous else None
-    with tracking.study_run(uri, study.experiment, run_name, params, {**tags, "mlflow.note.content": study.description}, run_id=parent_id) as parent:
+    parent_id = previous["parent_run_id"] if previous else (extension.parent.info.run_id if extension else None)
+    reopened = "extended" if extension else "resumed"
+    with tracking.study_run(uri, study.experiment, run_name, params, {**tags, "mlflow.note.content": study.description}, run_id=parent_id, reopened=reopened) as parent:
         parent_id = parent.info.run_id
         state = {"run_name": run_name, "parent_run_id": parent_id, "tracking_uri": uri, "experiment": study.experiment, "finished": False}
         resume.write(storage, run_name, state)
@@ -261,6 +263,13 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], 
             # The callbacks (MLflow logger with this parent, starvation guard) come back with it.
             tuner = tune.Tuner.restore(f"{storage}/{run_name}", trainable=trainable(study, data_ref, run_name), resume_unfinished=True, resume_errored=True)
             _forget_lost(storage, run_name, tuner.get_results(), uri, parent_id)
+        elif extension:
+            search = study.search
+            searcher = SEARCHERS[search.algorithm](
+                study.space, study.methods, metric=search.metric, mode=search.mode, seed=search.seed + extension.earlier,
+                num_samples=extension.trials, warm_start=extension.warm,
+            )
+            tuner = build_tuner(study, data_ref, plan, max_concurrent, run_name, callbacks(study, "search"), searcher=searcher, num_samples=extension.trials)
         else:
             log_study_files(study)
             mlflow.log_dict({"label_names": prepared.label_names, "rows": prepared.sizes}, runs.DATA_FILE)
@@ -271,8 +280,14 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], 
             _forget_lost(storage, run_name, results, uri, parent_id)
         search_best = best = _best(results, study.search.metric, study.search.mode)
         counts = _counts(results)
+        if extension:
+            earlier = parent.data.metrics
+            counts = {k: int(earlier.get(f"trials_{k}", 0)) + v for k, v in counts.items()}
+            mlflow.log_metric("trials_extended", int(earlier.get("trials_extended", 0)) + extension.trials)
+            if not extend.improves(extension, search_best["metrics"][study.search.metric] if search_best else None, study.search.mode):
+                best = None  # the study's model stays what it was
         chosen = None
-        if stage is not None and search_best is not None:
+        if stage is not None and best is not None:
             final_results, chosen = _run_final(stage, results, run_name, callbacks(stage.study, "final"), restore=previous is not None)
             counts.update({f"final_{k}": v for k, v in _counts(final_results).items()})
             if chosen is not None:
@@ -296,6 +311,11 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], 
             if verdict is not None:
                 mlflow.set_tag("beats_floor", str(verdict.beats).lower())
             log_report(uri, parent_id)
+        elif extension:  # no new trial beat the earlier best: the parent keeps its model (run.py says so)
+            if search_best is not None:
+                log_report(uri, parent_id)  # the leaderboard gains the new trials
+            else:
+                mlflow.set_tag("extend_error", "every new trial failed")
         else:
             mlflow.set_tag("status", "all trials failed")
             mlflow.end_run("FAILED")

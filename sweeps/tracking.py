@@ -168,14 +168,15 @@ def error_line(trial: Any) -> str:
 
 
 @contextlib.contextmanager
-def study_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str], run_id: Optional[str] = None) -> Iterator[mlflow.ActiveRun]:
-    """The parent run (``run_id``: reopen the one of a resumed study). Ends FINISHED, or
-    FAILED / KILLED if the sweep raises or is interrupted, so no run is left 'RUNNING' forever."""
+def study_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str], run_id: Optional[str] = None, reopened: str = "resumed") -> Iterator[mlflow.ActiveRun]:
+    """The parent run (``run_id``: reopen the one of a resumed or extended study, tagged
+    ``reopened``=true). Ends FINISHED, or FAILED / KILLED if the sweep raises or is
+    interrupted, so no run is left 'RUNNING' forever."""
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(experiment)
     if run_id is not None:
         run = mlflow.start_run(run_id=run_id)
-        mlflow.set_tag("resumed", "true")
+        mlflow.set_tag(reopened, "true")
         if "error" in run.data.tags:  # from the interrupted attempt
             mlflow.delete_tag("error")
     else:

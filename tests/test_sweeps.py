@@ -109,3 +109,68 @@ def test_trial_that_can_never_fit_is_rejected_before_anything_is_written(ray_clu
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: resources: one trial needs") and "GPU 0" in err
     assert not (workdir / "mlflow.db").exists() and not (workdir / "ray_results").exists()
+
+
+def _optuna_study_in(obj, depth: int = 0):
+    """The Optuna study inside a pickled Tune searcher state (the searcher may be wrapped)."""
+    import optuna
+
+    if isinstance(obj, optuna.Study):
+        return obj
+    if depth > 4:
+        return None
+    children = obj.values() if isinstance(obj, dict) else getattr(obj, "__dict__", {}).values()
+    for child in children:
+        found = _optuna_study_in(child, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def test_extend_adds_trials_under_the_same_parent_whose_searcher_saw_the_earlier_ones(ray_cluster, workdir, minilm_path, capsys):
+    import pickle
+
+    study = base_study(minilm_path, search={"algorithm": "optuna", "num_samples": 2, "metric": "f1_macro", "mode": "max", "seed": 0})
+    study["search_space"]["overrides"]["learning_rate"] = {"type": "loguniform", "low": 1e-3, "high": 1e-2}
+    path = write_study(workdir, study)
+    assert main([path]) == 0
+    client, runs = mlflow_runs(workdir, "unit")
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    earlier = {r.info.run_id: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert len(earlier) == 2
+
+    assert main([path, "--extend", "1"]) == 0
+    client, runs = mlflow_runs(workdir, "unit")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert [p.info.run_id for p in parents] == [parent.info.run_id] and len(kids) == 3  # same parent, one more trial
+    after = client.get_run(parent.info.run_id)
+    assert after.data.tags["extended"] == "true" and after.info.status == "FINISHED"
+    assert after.data.metrics["trials_trials"] == 3 and after.data.metrics["trials_extended"] == 1
+    best = max(kids, key=lambda r: max(m.value for m in client.get_metric_history(r.info.run_id, "f1_macro")))
+    best_score = max(m.value for m in client.get_metric_history(best.info.run_id, "f1_macro"))
+    assert after.data.metrics["best_f1_macro"] == pytest.approx(best_score)
+
+    # The extension's searcher held the two earlier trials (their params and best scores) before it suggested.
+    (folder,) = (workdir / "ray_results").glob("unit-*-extend")
+    states = sorted(folder.glob("searcher-state-*.pkl"))
+    assert states, list(folder.iterdir())
+    optuna_study = _optuna_study_in(pickle.loads(states[-1].read_bytes()))
+    trials = optuna_study.trials
+    assert len(trials) == 3
+    for old in trials[:2]:
+        run = client.get_run(old.user_attrs["mlflow_run_id"])
+        assert old.params["learning_rate"] == pytest.approx(float(run.data.params["learning_rate"]))
+        assert old.value == pytest.approx(max(m.value for m in client.get_metric_history(run.info.run_id, "f1_macro")))
+    assert {t.user_attrs["mlflow_run_id"] for t in trials[:2]} == set(earlier)
+
+
+def test_extend_bad_input_is_one_line_and_writes_nothing(workdir, minilm_path, capsys):
+    path = write_study(workdir, base_study(minilm_path, search={"algorithm": "optuna", "num_samples": 1, "metric": "f1_macro", "mode": "max"}))
+    assert main([path, "--extend", "2"]) == 2  # never ran
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: --extend: no finished run of study 'unit'")
+    assert main([write_study(workdir, base_study(minilm_path), "grid.yaml"), "--extend", "1"]) == 2
+    assert "a grid study has no further points" in capsys.readouterr().err
+    assert main([path, "--extend", "0"]) == 2 and "--extend N with N >= 1" in capsys.readouterr().err
+    assert not (workdir / "mlflow.db").exists() and not (workdir / "ray_results").exists()

@@ -113,3 +113,27 @@ def test_first_point_missing_a_searched_value(capsys, workdir, minilm_path):
     study["search"] = {**study["search"], "algorithm": "optuna", "first_points": [{"learning_rate": 1e-3}]}
     err = run_bad(capsys, workdir, [str(write_study(workdir, study))])
     assert "search.first_points[0]: missing 'lora_r'" in err
+
+
+@pytest.mark.parametrize("final,message", [
+    ({"top_k": 3}, "final.top_k: 3 configurations, but the search runs only 1 trial(s)"),
+    ({"seeds": 0}, "final.seeds: 0"),
+    ({"epochs": -1}, "final.epochs: -1.0 must be > 0"),
+    ({"data": "all"}, "final.data: unknown value 'all'"),
+    ({"topk": 1}, "final.topk: unknown key (fix: did you mean 'final.top_k'?)"),
+])
+def test_bad_final_stage_is_one_line_exit_2_nothing_written(capsys, workdir, minilm_path, final, message):
+    err = run_bad(capsys, workdir, [str(write_study(workdir, base_study(minilm_path, final=final)))])
+    assert message in err
+
+
+def test_a_study_without_a_search_space_gets_the_defaults_with_per_method_ranges(workdir, minilm_path):
+    from sweeps.study import load_study
+
+    study = base_study(minilm_path, methods=["lora", "ia3", "full"], search={"algorithm": "optuna", "num_samples": 4})
+    del study["search_space"]
+    loaded = load_study(write_study(workdir, study))
+    assert loaded.space.name == "defaults"
+    lr = {m: loaded.space.params_for(m)["learning_rate"] for m in loaded.methods}
+    assert lr["full"].high < lr["lora"].low < lr["lora"].high <= lr["ia3"].low
+    assert "head_learning_rate" in loaded.space.params_for("full") and "head_learning_rate" not in loaded.space.params_for("lora")

@@ -1,0 +1,95 @@
+"""Examples/s of one trial's training loop on CPU: before (fp32, randomly mixed batch lengths)
+and after (bf16 autocast where the CPU has bf16 units, length-grouped batches), same model, data,
+batch size and thread count, one run, one process.
+
+It drives the trial's own pieces (``trainables.model.build``, ``trainables.loop.train_loader``,
+``trainables.precision``), not a copy, on real tweets from ../shared/data/emotion. Each way
+trains the same number of optimizer steps; the ratio is the speed-up a trial gets.
+
+    .venv/bin/python bench/cpu_speed.py                       # ~3 min on 2 CPUs
+    .venv/bin/python bench/cpu_speed.py --method full --rows 1024 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import DataCollatorWithPadding  # noqa: E402
+
+from trainables import model as models  # noqa: E402
+from trainables.loop import optimizer_for, train_loader  # noqa: E402
+from trainables.precision import autocast, autocast_dtype, cpu_flags  # noqa: E402
+from trainables.tasks import TASKS  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "emotion" / "train.txt"
+MODEL = "packaged:all-minilm-l6-v2"
+LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+
+
+def tweets(rows: int, tokenizer, max_length: int) -> Dataset:
+    lines = [ln.rsplit(";", 1) for ln in DATA.read_text().splitlines()[:rows]]
+    enc = tokenizer([t for t, _ in lines], truncation=True, max_length=max_length)
+    return Dataset.from_dict({**enc, "labels": [LABELS.index(y) for _, y in lines]})
+
+
+def run(way: str, rows: Dataset, tokenizer, method: str, batch: int, precision: str, group: bool) -> dict:
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    net = models.build(MODEL, TASKS["single_label"], LABELS, method, {"lora_r": 16, "lora_alpha_ratio": 2, "target_modules": "all-linear"}, device, tokenizer.pad_token_id)
+    opt = optimizer_for(net, {"learning_rate": 1e-3 if method != "full" else 1e-4, "head_learning_rate": 1e-3, "weight_decay": 0.0})
+    gen = torch.Generator().manual_seed(0)
+    loader = train_loader(rows, {"batch_size": batch, "group_by_length": group}, DataCollatorWithPadding(tokenizer), gen, world=1)
+    amp = autocast_dtype(device, precision)
+    net.train()
+    seen = tokens = padded = 0
+    started = time.perf_counter()
+    for batch_ in loader:
+        with autocast(device, amp):
+            loss = net(**batch_).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        seen += len(batch_["input_ids"])
+        tokens += int(batch_["attention_mask"].sum())
+        padded += batch_["input_ids"].numel()
+    took = time.perf_counter() - started
+    return {"way": way, "dtype": str(amp).replace("torch.", "") if amp else "fp32", "grouped": group, "seconds": round(took, 1),
+            "examples_per_s": round(seen / took, 1), "padding_share": round(1 - tokens / padded, 3), "last_loss": round(float(loss), 4)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=2048)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--method", default="lora", choices=["lora", "full", "ia3", "qlora"])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    tokenizer = models.load_tokenizer(MODEL)
+    rows = tweets(args.rows, tokenizer, args.max_length)
+    results = [
+        run("before (fp32, mixed lengths)", rows, tokenizer, args.method, args.batch_size, "fp32", False),
+        run("after (auto precision, grouped)", rows, tokenizer, args.method, args.batch_size, "auto", True),
+    ]
+    bf16 = sorted({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    print(f"{args.method} on MiniLM, {args.rows} real tweets, batch {args.batch_size}, {args.threads} thread(s); CPU bf16 flags: {bf16 or 'none'}")
+    for r in results:
+        print(f"  {r['way']:<34} {r['examples_per_s']:>7} examples/s per {args.threads} thread(s)  ({r['seconds']} s, {r['dtype']}, padding {r['padding_share']:.0%}, last loss {r['last_loss']})")
+    print(f"  speed-up: {results[1]['examples_per_s'] / results[0]['examples_per_s']:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "cpu_bf16_flags": bf16, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
