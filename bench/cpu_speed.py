@@ -26,6 +26,7 @@ from datasets import Dataset  # noqa: E402
 from transformers import DataCollatorWithPadding  # noqa: E402
 
 from trainables import model as models  # noqa: E402
+from trainables.inference import quiet  # noqa: E402
 from trainables.loop import optimizer_for, train_loader  # noqa: E402
 from trainables.precision import autocast, autocast_dtype, cpu_flags  # noqa: E402
 from trainables.tasks import TASKS  # noqa: E402
@@ -63,7 +64,7 @@ def run(way: str, rows: Dataset, tokenizer, method: str, batch: int, precision: 
         padded += batch_["input_ids"].numel()
     took = time.perf_counter() - started
     return {"way": way, "dtype": str(amp).replace("torch.", "") if amp else "fp32", "grouped": group, "seconds": round(took, 1),
-            "examples_per_s": round(seen / took, 1), "padding_share": round(1 - tokens / padded, 3), "last_loss": round(float(loss), 4)}
+            "examples_per_s": round(seen / took, 1), "padding_share": round(1 - tokens / padded, 3), "last_loss": round(float(loss.detach()), 4)}
 
 
 def main() -> None:
@@ -76,6 +77,7 @@ def main() -> None:
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    quiet()  # no weight-loading bars or load reports
     tokenizer = models.load_tokenizer(MODEL)
     rows = tweets(args.rows, tokenizer, args.max_length)
     results = [
