@@ -103,9 +103,16 @@ def test_study_runs_end_to_end_in_smoke_mode(name, smoke_runs):
 
     client, runs = mlflow_runs(workdir, f"{name}-smoke")
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    kids = [r for r in children if r.data.tags["stage"] == "search"]
+    finals = [r for r in children if r.data.tags["stage"] == "final"]
     assert parent.info.status == "FINISHED" and parent.data.tags["search"] == study.search.algorithm
     assert len(kids) == len(study.methods)  # smoke: one trial per method
+    if study.final is not None:  # smoke: the final stage retrains the best configuration once
+        assert len(finals) == 1 and parent.data.tags["best_run_id"] == finals[0].info.run_id
+        assert finals[0].data.params["seed"] == str(study.training.seed)
+    else:
+        assert not finals
     if study.search.algorithm == "grid":
         assert sorted(r.data.tags["method"] for r in kids) == sorted(study.methods)
     metric = study.search.metric
@@ -126,7 +133,8 @@ def test_study_runs_end_to_end_in_smoke_mode(name, smoke_runs):
             assert m["trainable_params"] == m["total_params"]
         else:  # adapters and the head baseline train a small part of the model
             assert m["trainable_params"] < m["total_params"] / 10
-    history = [m.value for r in kids for m in client.get_metric_history(r.info.run_id, metric)]
+    named = finals or kids  # the study's model: the final run, else the best search trial
+    history = [m.value for r in named for m in client.get_metric_history(r.info.run_id, metric)]
     assert parent.data.metrics[f"best_{metric}"] == pytest.approx(max(history) if study.search.mode == "max" else min(history))
     assert parent.data.metrics["trials_failed"] == 0 and "best.method" in parent.data.params
     for key in task.metrics:

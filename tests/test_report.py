@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 SMALL = [
     "--set", "data.rows=200", "--set", "training.epochs=2", "--set", "training.batch_size=16", "--set", "training.max_length=24",
     "--set", "search.max_concurrent_trials=2", "--set", "search_space.overrides.learning_rate={type: loguniform, low: 0.005, high: 0.02}",
-    "--set", "data.max_train_rows=100", "--set", "final.top_k=1",
+    "--set", "data.max_train_rows=100", "--set", "final.epochs=2",  # the demo's final stage, on all 160 rows
 ]
 METRICS = ("accuracy", "f1_macro", "f1_micro", "precision_macro", "recall_macro", "eval_loss")
 COSTS = ("trainable_params", "total_params", "peak_memory_mb", "train_time_s", "wall_time_s", "examples_per_s", "gpu_hours")
