@@ -120,13 +120,13 @@ def before_vs_best(client: MlflowClient, best: TrialScore) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def floors_vs_best(floors: list[dict[str, Any]], best: TrialScore, metrics: tuple[str, ...]) -> pd.DataFrame:
-    """One row per floor and one for the study's model: validation and test scores side by side.
-    ``floors``: the entries of the parent's ``floors.json``."""
-    m = best.run.data.metrics
+def floors_vs_best(floors: list[dict[str, Any]], run: Run, m: dict[str, float], metrics: tuple[str, ...]) -> pd.DataFrame:
+    """One row per floor and one for the study's model (``run``, scores ``m``): validation and
+    test side by side. ``floors``: the entries of the parent's ``floors.json``."""
     rows = [{"model": f"floor: {f['name']}", **{k: f["validation"].get(k) for k in metrics}, **{f"test_{k}": f["test"].get(k) for k in metrics}} for f in floors]
-    name = f"{best.run.data.tags.get('stage', 'search') == 'final' and 'final model' or 'best trial'}: {best.run.data.tags.get('method', '')} ({best.run.data.tags.get('trial_name', '')})"
-    rows.append({"model": name, **{k: m.get(k) for k in metrics}, **{f"test_{k}": m.get(f"test_{k}") for k in metrics}})
+    tags = run.data.tags
+    what = "final model" if tags.get("stage") == "final" else "best trial"
+    rows.append({"model": f"{what}: {tags.get('method', '')} ({tags.get('trial_name', '')})", **{k: m.get(k) for k in metrics}, **{f"test_{k}": m.get(f"test_{k}") for k in metrics}})
     return pd.DataFrame(rows).dropna(axis=1, how="all")
 
 

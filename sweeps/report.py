@@ -80,7 +80,7 @@ def best_study(settings: dict[str, Any], best: Run, metric: str, value: float) -
         if final.get("epochs") or final.get("max_steps"):
             out["training"].update({"epochs": final.get("epochs") or out["training"].get("epochs"), "max_steps": final.get("max_steps")})
         if final.get("data", "full") == "full":
-            out["data"] = {**(out.get("data") or {}), "max_train_rows": None}
+            out["data"] = {**(out.get("data") or {}), "max_train_rows": None, "max_eval_rows": None}
         if final.get("cpus_per_worker"):
             out["resources"] = {**(out.get("resources") or {}), "cpus_per_worker": final["cpus_per_worker"]}
     out["name"] = f"{name}_best"
@@ -170,11 +170,12 @@ def _floors(client: MlflowClient, parent: Run, best: leaderboard.TrialScore, met
     if not entries:
         return pd.DataFrame(), None, logged.get("none_because")
     shown = tuple(k for k in leaderboard.SCORES + ("exact_match", "f1") if k != "eval_loss" and any(k in e["validation"] for e in entries))
-    table = leaderboard.floors_vs_best(entries, best, shown)
-    m = dict(best.run.data.metrics)
-    at_best = [p.value for p in client.get_metric_history(best.run.info.run_id, metric) if p.step == best.best_step]
-    if at_best:
-        m[metric] = at_best[-1]
+    m = dict(best.run.data.metrics)  # test_*: scored once, at the end
+    for key in set(shown) | {metric}:  # validation scores at the kept checkpoint, not the last eval
+        at_best = [p.value for p in client.get_metric_history(best.run.info.run_id, key) if p.step == best.best_step]
+        if at_best:
+            m[key] = at_best[-1]
+    table = leaderboard.floors_vs_best(entries, best.run, m, shown)
     verdict = floor_verdict([Floor(**e) for e in entries], metric, mode, m)
     return table, verdict.line() if verdict else None, None
 

@@ -171,9 +171,9 @@ def check_floors(client, parent, task, metric: str, log: str) -> None:
         return
     assert names == (["majority", "tfidf_logreg"] if task.kind == "classification" else ["best_sentence"])
     assert f"floor_{names[-1]}_{metric}" in parent.data.metrics
+    # Two steps of a random tiny model on a few generated rows: either side of the floor (a
+    # fitted TF-IDF on 32 rows is weak too); the console line and the tag must agree.
     beats = parent.data.tags["beats_floor"]
-    # two optimizer steps of a random tiny model: nowhere near TF-IDF
-    assert beats == "false" or task.kind == "qa", (names, beats)
     assert ("above the floor" if beats == "true" else f"BELOW THE FLOOR: {metric}") in log
 
 

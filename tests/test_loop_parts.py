@@ -75,7 +75,10 @@ def test_length_grouped_batches_pad_less_and_replay_from_the_generator_state(min
         state = gen.get_state()
         loader = train_loader(rows, {"batch_size": 16, "group_by_length": group}, collate, gen, world=1)
         gen.set_state(state)
+        global_rng = torch.get_rng_state()
         first = [b["input_ids"].shape for b in loader]
+        # the global RNG (dropout masks) is untouched: a trial resumed mid-epoch draws the same masks
+        assert torch.equal(torch.get_rng_state(), global_rng)
         gen.set_state(state)  # what a resumed trial does at the start of its epoch
         again = [b["input_ids"].shape for b in loader]
         assert first == again

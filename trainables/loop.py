@@ -111,7 +111,9 @@ def train_loader(rows: Any, training: dict[str, Any], collate: Any, generator: t
 
         lengths = [len(ids) for ids in rows["input_ids"]]
         sampler = LengthGroupedSampler(training["batch_size"], lengths=lengths, generator=generator)
-        return DataLoader(rows, batch_size=training["batch_size"], sampler=sampler, collate_fn=collate)
+        # generator here too: a loader without one draws its base seed from the global RNG at
+        # each epoch start, which shifts the dropout masks of a trial resumed mid-epoch
+        return DataLoader(rows, batch_size=training["batch_size"], sampler=sampler, collate_fn=collate, generator=generator)
     loader = DataLoader(rows, batch_size=training["batch_size"], shuffle=True, collate_fn=collate, generator=generator)
     return ray.train.torch.prepare_data_loader(loader, move_to_device=False) if world > 1 else loader
 
