@@ -22,12 +22,10 @@ def cpu_flags() -> frozenset[str]:
     """The CPU feature flags Linux reports (empty where /proc/cpuinfo is absent)."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
+            flags = next((line for line in f if line.startswith("flags")), "flags:")
+    except OSError:  # not Linux
+        return frozenset()
+    return frozenset(flags.split(":", 1)[1].split())
 
 
 def autocast_dtype(device: torch.device, precision: str, flags: Optional[frozenset[str]] = None) -> Optional[torch.dtype]:
