@@ -113,11 +113,12 @@ def _best(results: tune.ResultGrid, metric: str, mode: str) -> Optional[dict[str
     """Best eval point over all trials (what the kept checkpoint holds)."""
     best = None
     for r in results:
-        df = r.metrics_dataframe
-        if r.error is not None or df is None or metric not in df or df[metric].isna().all():
+        score = final_stage.best_score(r, metric, mode)
+        if score is None:
             continue
-        row = df.loc[df[metric].idxmax() if mode == "max" else df[metric].idxmin()]
-        if best is None or (row[metric] > best["metrics"][metric] if mode == "max" else row[metric] < best["metrics"][metric]):
+        if best is None or (score > best["metrics"][metric] if mode == "max" else score < best["metrics"][metric]):
+            df = r.metrics_dataframe
+            row = df.loc[df[metric].idxmax() if mode == "max" else df[metric].idxmin()]
             last = df.iloc[-1]  # the held-out test split is scored once, at the end
             metrics = {k: float(v) for k, v in row.items() if _is_number(v) and k not in tracking._SKIP and not k.startswith("test_")}
             metrics.update({k: float(v) for k, v in last.items() if k.startswith("test_") and _is_number(v)})
