@@ -18,6 +18,7 @@ import statistics
 from typing import Any, Iterable, Optional
 
 from sweeps.study import SchedulerSpec, Study
+from trainables.failures import trial_failure
 
 SEED_KEY = "seed"  # the hyperparameter a final repeat differs in
 
@@ -49,7 +50,7 @@ def needs_own_data(study: Study) -> bool:
 def best_score(result: Any, metric: str, mode: str) -> Optional[float]:
     """A trial's best eval point (what its kept checkpoint holds); None if it failed or never scored."""
     df = result.metrics_dataframe
-    if result.error is not None or df is None or metric not in df or df[metric].isna().all():
+    if trial_failure(result) is not None or df is None or metric not in df or df[metric].isna().all():
         return None
     return float(df[metric].max() if mode == "max" else df[metric].min())
 

@@ -80,12 +80,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    from trainables.failures import trial_failure
+
     for r in outcome.results:
-        if r.error is not None:
+        why = trial_failure(r)
+        if why is not None:
             name = r.path.rstrip("/").rsplit("/", 1)[-1]
-            last = [ln.strip() for ln in str(r.error).strip().splitlines() if ln.strip()]
-            print(f"trial {name} failed: {last[-1][:300] if last else type(r.error).__name__} "
-                  f"(traceback: {r.path}/error.txt; MLflow: run {name}, tag 'error')", file=sys.stderr)
+            print(f"trial {name} failed: {why[:300]} (traceback: {r.path}/error.txt; MLflow: run {name}, tag 'error')", file=sys.stderr)
     c = outcome.counts
     print(f"\nstudy {study.name}: {c['trials']} trials ({c['completed']} completed, {c['early_stopped']} stopped early, {c['failed']} failed)")
     if "final_trials" in c:
@@ -96,8 +97,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"extension's best {study.search.metric} = {s['metrics'][study.search.metric]:.4f} with {s['config']}: not above the earlier best; the study's model is unchanged")
         return 0
     if outcome.best is None:
-        first = next((r.error for r in outcome.results if r.error is not None), None)
-        print(f"error: every trial failed; first error: {str(first).strip().splitlines()[-1] if first else 'unknown'} (full tracebacks: error.txt in each trial folder under {outcome.results.experiment_path})", file=sys.stderr)
+        first = next((why for r in outcome.results if (why := trial_failure(r)) is not None), None)
+        print(f"error: every trial failed; first error: {first or 'unknown'} (full tracebacks: error.txt in each trial folder under {outcome.results.experiment_path})", file=sys.stderr)
         return 1
     summary(study, outcome)
     return 0

@@ -212,10 +212,14 @@ class ResourcesSpec:
     # torch.distributed backend of multi-worker (DDP) trials: null = Ray's choice (nccl when
     # workers have GPUs, else gloo); gloo where the "GPUs" are only Ray resources (tests).
     backend: Optional[str] = None
-    # Restarts of a trial after a crash or a lost node (spot preemption), each from the trial's
-    # last checkpoint (eval point): its workers first (Ray Train), then the whole trial (Tune).
-    # 0 on one machine, where a crash is a bug; the cluster studies use 3.
+    # Restarts of a trial after a worker crash, each from the trial's last checkpoint (eval
+    # point): its workers first (Ray Train), then the whole trial if its driver was lost (Tune).
+    # 0 on one machine, where a crash is a bug; the cluster studies use 3. Errors that would
+    # repeat (NaN loss, out of memory, a configuration the model rejects) are never retried.
     max_failures: int = 0
+    # Restarts after a node preemption (spot reclaim), counted apart from max_failures, as Ray
+    # Train does: -1 = no limit (a preemption says nothing about the trial).
+    max_preemptions: int = -1
 
     def validate(self, path: str) -> None:
         if self.workers < 1:
@@ -226,6 +230,8 @@ class ResourcesSpec:
             raise StudyError(f"{path}.gpus_per_worker", f"{self.gpus_per_worker}", "use a fraction <= 1 or a whole number")
         if self.max_failures < 0:
             raise StudyError(f"{path}.max_failures", f"{self.max_failures}", "use 0 (no restarts) or more")
+        if self.max_preemptions < -1:
+            raise StudyError(f"{path}.max_preemptions", f"{self.max_preemptions}", "use -1 (no limit), 0 (no restarts) or more")
         if self.backend not in (None, "nccl", "gloo"):
             raise StudyError(f"{path}.backend", f"{self.backend!r}", "use nccl, gloo, or leave it out (Ray picks)")
         for key in ("start_timeout_s", "autoscale_timeout_s"):

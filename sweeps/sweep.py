@@ -8,6 +8,7 @@ Ray Tune storage folder is created.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 import tempfile
 import time
@@ -28,11 +29,16 @@ from sweeps.schema import to_dict
 from sweeps.searchers import SEARCHERS, GridSearcher, trial_count
 from sweeps.study import Study
 from trainables import data as data_mod
+from trainables.failures import trial_failure
 from trainables.floors import NO_SFT_FLOOR, Floor, floor_verdict
 from trainables.loop import schedule
 from trainables.model import check_architecture, load_tokenizer
 from trainables.tasks import TASKS
 from trainables.trial import TRIAL_DRIVER_RESOURCES, run_trial
+
+# A failed trial reports the worst score, +-inf, on purpose (trainables.failures); Tune's
+# TensorBoard logger would warn about it on every such trial.
+logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
 
 
 @dataclasses.dataclass
@@ -220,8 +226,9 @@ def _run_final(stage: FinalStage, results: tune.ResultGrid, run_name: str, callb
 
 
 def _counts(results: tune.ResultGrid) -> dict[str, int]:
-    counts = {"trials": len(results), "failed": sum(r.error is not None for r in results)}
-    counts["completed"] = sum(r.error is None and (r.metrics or {}).get("progress", 0) >= 1 for r in results)
+    failed = [trial_failure(r) is not None for r in results]
+    counts = {"trials": len(results), "failed": sum(failed)}
+    counts["completed"] = sum(not f and (r.metrics or {}).get("progress", 0) >= 1 for f, r in zip(failed, results))
     counts["early_stopped"] = counts["trials"] - counts["failed"] - counts["completed"]
     return counts
 

@@ -7,6 +7,7 @@ parent's id (``mlflow.parentRunId``), so the MLflow UI shows them nested under t
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -17,6 +18,7 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from sweeps.trial_artifacts import BestCheckpoints, log_best
+from trainables.failures import ERROR_KEY, KIND_KEY
 
 # Result keys that are Tune bookkeeping, not model metrics.
 _SKIP = set(AUTO_RESULT_KEYS) | {"checkpoint_path", "config", "trial_id", "done"}
@@ -63,6 +65,9 @@ class TrialRunLogger(MLflowLoggerCallback):
         )
         self._fixed = fixed_params
         self._last: dict[Any, dict[str, Any]] = {}
+        # Trials that ended with a failure result (diverged, out of memory, bad configuration:
+        # trainables.failures), not a Tune error: their runs end FAILED all the same.
+        self._failed: dict[Any, dict[str, str]] = {}
         self._placed: dict[Any, dict[str, str]] = {}
         # Trials whose run had already finished when a resumed study restarted them (the driver
         # died before Tune saved their end): their Train run only re-reports its stored result,
@@ -108,8 +113,12 @@ class TrialRunLogger(MLflowLoggerCallback):
             for tag, value in placed.items():
                 client.set_tag(self._trial_runs[trial], tag, value)
             self._placed[trial] = placed
-        metrics = {k: v for k, v in flatten(result).items() if k not in _SKIP and isinstance(v, (int, float)) and not isinstance(v, bool)}
-        self._last[trial] = metrics
+        if ERROR_KEY in result:
+            self._failed[trial] = {"error": str(result[ERROR_KEY])[:500], "error_kind": str(result.get(KIND_KEY, "error"))}
+        # Not the worst-score stand-in (+-inf) a failed trial reports to the searcher.
+        metrics = {k: v for k, v in flatten(result).items() if k not in _SKIP and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        if ERROR_KEY not in result:
+            self._last[trial] = metrics
         self._checkpoints.add(str(trial), result)
         step = int(result.get("step", iteration))
         self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=metrics, step=step)
@@ -118,11 +127,18 @@ class TrialRunLogger(MLflowLoggerCallback):
         if trial in self._finished_before:
             return
         run_id = self._trial_runs.get(trial)
+        ended = self._failed.get(trial)
+        failed = failed or ended is not None
         if run_id is not None:
             client = MlflowClient(self.tracking_uri)
             client.set_tag(run_id, "status", trial_status(failed, self._last.get(trial)))
-            if failed:
+            if ended is not None:
+                for tag, value in ended.items():
+                    client.set_tag(run_id, tag, value)
+                client.set_tag(run_id, "error_file", f"{trial.path}/error.txt")
+            elif failed:
                 client.set_tag(run_id, "error", error_line(trial))
+                client.set_tag(run_id, "error_kind", "crashed")
                 if trial.error_file:
                     client.set_tag(run_id, "error_file", trial.error_file)
             else:

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler, set_seed
 
 from trainables import model as models
+from trainables.failures import TrialDiverged, is_out_of_memory, out_of_memory
 from trainables.precision import autocast, autocast_dtype
 from trainables.tasks import TASKS, Task
 
@@ -60,6 +61,8 @@ class Evaluator:
     training: dict[str, Any]
     # Leading result keys: Ray Tune's trial table shows the first four (per-trial progress).
     lead: tuple[str, ...] = ("progress",)
+    # Scores that end the trial as diverged when NaN/infinite (the search metric, eval loss).
+    watched: tuple[str, ...] = ("eval_loss",)
     # The model before training (fresh head, adapters at their identity init; for instruction
     # tuning the pretrained LM itself, zero-shot): its metrics (``before_*``) and validation
     # outputs, kept so every checkpoint can compare against it.
@@ -99,6 +102,11 @@ def quiet_worker() -> None:
     from ray.train.v2._internal.execution import context as train_context
 
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    # Ray logs a failed trial's whole traceback from each worker; it is in the trial's
+    # error.txt, and the console gets one line per failed trial (sweeps.run).
+    from ray.train.v2._internal import util as train_util
+
+    logging.getLogger(train_util.__name__).addFilter(lambda record: not record.getMessage().startswith("Error in training function"))
 
 
 def train_loader(rows: Any, training: dict[str, Any], collate: Any, generator: torch.Generator, world: int) -> DataLoader:
@@ -133,6 +141,24 @@ def optimizer_for(model: torch.nn.Module, hp: dict[str, Any]) -> torch.optim.Opt
 
 
 def train_worker(cfg: dict[str, Any]) -> None:
+    """Fine-tune one trial; running out of memory is raised as ``TrialOutOfMemory``, whose
+    message names the knobs to lower (the trial is not retried: see trainables.failures)."""
+    try:
+        _train(cfg)
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise out_of_memory(cfg["study"]["training"], cfg["hparams"]["method"]) from exc
+        raise
+
+
+def check_finite(step: int, values: dict[str, Any]) -> None:
+    """Stop a diverged trial at once instead of training on NaN weights to the end."""
+    for name, value in values.items():
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            raise TrialDiverged(step, f"{name} is {value}")
+
+
+def _train(cfg: dict[str, Any]) -> None:
     study, hp = cfg["study"], cfg["hparams"]
     training, task = study["training"], TASKS[study["task"]]
     ctx = ray.train.get_context()
@@ -165,8 +191,9 @@ def train_worker(cfg: dict[str, Any]) -> None:
         if split in data.splits and data.labelled(split)
     }
 
+    metric = study["search"]["metric"]
     evaluator = Evaluator(eval_loaders, device, task, data, training,
-                          lead=("progress", study["search"]["metric"], "step", "eval_loss"))
+                          lead=("progress", metric, "step", "eval_loss"), watched=(metric, "eval_loss"))
     nodes = worker_nodes(world)
     started = time.perf_counter()
     gpus = float(study["resources"]["gpus_per_worker"]) * world
@@ -223,10 +250,14 @@ def train_worker(cfg: dict[str, Any]) -> None:
             micro_in_epoch += 1
             seen += len(batch["input_ids"])
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-            loss_sum += float(loss.detach()) * training["grad_accum"]
+            loss_value = float(loss.detach()) * training["grad_accum"]
+            check_finite(step + 1, {"train loss": loss_value})
+            loss_sum += loss_value
             loss_n += 1
             if micro % training["grad_accum"] == 0:
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                # identical on every DDP rank (gradients are all-reduced), so all stop together
+                norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+                check_finite(step + 1, {"gradient norm": float(norm)})
                 optimizer.step()
                 lr_schedule.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -289,6 +320,7 @@ def _report(rank: int, net: torch.nn.Module, method: str, metrics: dict[str, Any
         ray.train.report({"step": metrics["step"]})
         return
     scored, payload = ev.run(net, "validation")
+    check_finite(metrics["step"], {k: scored[k] for k in ev.watched if k in scored})
     metrics.update(scored)
     if ev.base is not None:
         metrics.update(ev.base["metrics"])

@@ -12,11 +12,11 @@ import os
 from typing import Any
 
 from ray import tune
-from ray.train import CheckpointConfig, ControllerError, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, ControllerError, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from trainables import hparams
+from trainables import failures, hparams
 
 # What one trial's Tune function (the Train driver) reserves. Tune refuses an all-zero request,
 # and any CPU share, even 0.01, would stop two 1-CPU trials from sharing a 2-CPU node
@@ -57,6 +57,7 @@ def run_trial(config: dict[str, Any], study: dict[str, Any], data: list[Any]) ->
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(study["worker_start_timeout_s"])
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     ctx = tune.get_context()
+    failures.use_fail_fast_policy()
     trainer = TorchTrainer(
         train_entry,
         train_loop_config={"hparams": hparams.resolve(config), "study": study, "data": data},
@@ -66,11 +67,16 @@ def run_trial(config: dict[str, Any], study: dict[str, Any], data: list[Any]) ->
             name=f"{ctx.get_experiment_name()}-{ctx.get_trial_id()}",
             storage_path=study["train_storage"],
             callbacks=[TuneReportCallback()],
-            # Workers that crash or lose their node restart from the last checkpoint up to
-            # resources.max_failures times (node preemptions Ray detects are retried without
-            # limit). A controller that cannot start workers must give up (the default
-            # retries forever); a Tune retry of the whole trial may try again.
-            failure_config=FailureConfig(max_failures=resources["max_failures"], controller_failure_limit=0),
+            # Workers that crash restart from the last checkpoint up to resources.max_failures
+            # times; node preemptions have their own budget (resources.max_preemptions, -1 =
+            # no limit); deterministic errors (NaN, out of memory, bad configuration) are
+            # never retried (failures.FailFastPolicy). A controller that cannot start workers
+            # must give up (the default retries forever); a Tune retry of the trial may try again.
+            failure_config=FailureConfig(
+                max_failures=resources["max_failures"],
+                max_preemption_failures=resources.get("max_preemptions", -1),
+                controller_failure_limit=0,
+            ),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=1,
                 checkpoint_score_attribute=study["search"]["metric"],
@@ -81,11 +87,33 @@ def run_trial(config: dict[str, Any], study: dict[str, Any], data: list[Any]) ->
     try:
         trainer.fit()
     except ControllerError as exc:
-        if "startup timed out" in str(exc) or "WorkerGroupStartupTimeoutError" in repr(exc.__cause__):
-            want = scaling(resources)
-            raise TrialStarvedError(
-                f"trial could not start its {want.num_workers} worker(s) of {want.resources_per_worker} "
-                f"within {study['worker_start_timeout_s']:.0f}s: the cluster is busy or too small "
-                "(lower resources.* or search.max_concurrent_trials, or add nodes)"
-            ) from None
+        _raise_starved(exc, resources, study)
         raise
+    except TrainingFailedError as exc:
+        failure = failures.describe(exc, study["training"], config.get("method", ""))
+        if failure is None:
+            raise  # may go away on a retry (Tune's resources.max_failures)
+        # Ends the trial here, not as a Tune error that Tune would retry: the same error again.
+        _write_error_file(ctx, exc)
+        tune.report(failures.failure_result(failure, study["search"]["metric"], study["search"]["mode"]))
+
+
+def _write_error_file(ctx: Any, exc: BaseException) -> None:
+    """The full traceback(s) in the trial folder (``error.txt``, as Tune writes for a trial
+    that raised): the console and MLflow get one line."""
+    try:
+        with open(os.path.join(ctx.get_trial_dir(), "error.txt"), "w") as f:
+            f.write(str(exc))
+    except OSError:
+        pass  # the MLflow run still gets the error line
+
+
+def _raise_starved(exc: ControllerError, resources: dict[str, Any], study: dict[str, Any]) -> None:
+    """A controller that timed out starting the workers: say which resources did not fit."""
+    if "startup timed out" in str(exc) or "WorkerGroupStartupTimeoutError" in repr(exc.__cause__):
+        want = scaling(resources)
+        raise TrialStarvedError(
+            f"trial could not start its {want.num_workers} worker(s) of {want.resources_per_worker} "
+            f"within {study['worker_start_timeout_s']:.0f}s: the cluster is busy or too small "
+            "(lower resources.* or search.max_concurrent_trials, or add nodes)"
+        ) from None

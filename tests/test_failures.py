@@ -1,0 +1,130 @@
+"""Deterministic trial failures (NaN, out of memory, bad configuration) end the trial at once,
+as the worst result, with one clear line; crashes and preemptions are still retried."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import pytest
+import torch
+from ray.exceptions import RayActorError
+from ray.train import FailureConfig
+from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
+from ray.train.v2._internal.execution.failure_handling import FailureDecision
+from ray.train.v2.api.exceptions import WorkerGroupError
+
+from trainables import failures, loop
+from trainables.failures import FailFastPolicy, TrialDiverged, TrialOutOfMemory
+
+TRAINING = {"batch_size": 32, "max_length": 256}
+
+
+@pytest.mark.parametrize("exc, deterministic", [
+    (TrialDiverged(3, "train loss is nan"), True),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"), True),
+    (ValueError("Target modules {'q_proj'} not found in the base model"), True),  # bad configuration
+    (RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation"), True),
+    (ConnectionResetError("Connection reset by peer"), False),
+    (RuntimeError("NCCL error in: ProcessGroupNCCL.cpp: unhandled system error"), False),
+    (RayActorError(error_msg="The actor died unexpectedly"), False),
+    (WorkerHealthCheckFailedError("worker died", RayActorError(preempted=True)), False),
+])
+def test_errors_that_would_repeat_are_told_from_those_a_retry_may_cure(exc, deterministic):
+    assert failures.is_deterministic(exc) is deterministic
+
+
+def test_policy_raises_at_once_on_a_deterministic_error_and_keeps_rays_budgets_otherwise():
+    policy = FailFastPolicy(FailureConfig(max_failures=3, max_preemption_failures=-1))
+    assert policy.make_decision(WorkerGroupError("x", {0: TrialDiverged(5, "train loss is nan"), 1: ConnectionError("peer gone")})) == FailureDecision.RAISE
+    assert policy.make_decision(WorkerGroupError("x", {0: ValueError("bad target_modules")})) == FailureDecision.RAISE
+    # a crash is charged to max_failures (3 retries), a preemption to its own, unlimited budget
+    crash = WorkerGroupError("x", {0: WorkerHealthCheckFailedError("worker died", RayActorError())})
+    assert [policy.make_decision(crash) for _ in range(4)] == [FailureDecision.RETRY] * 3 + [FailureDecision.RAISE]
+    preempted = WorkerGroupError("x", {0: WorkerHealthCheckFailedError("node reclaimed", RayActorError(preempted=True)), 1: ValueError("collateral")})
+    assert all(policy.make_decision(preempted) == FailureDecision.RETRY for _ in range(10))
+
+
+def test_rays_train_runs_get_the_policy():
+    """Guards the hook (Ray Train V2 has no public one): a Ray upgrade that moves it fails here."""
+    from ray.train.v2.api import data_parallel_trainer
+
+    failures.use_fail_fast_policy()
+    assert isinstance(data_parallel_trainer.create_failure_policy(FailureConfig(max_failures=2)), FailFastPolicy)
+
+
+def test_errors_travel_between_processes_intact():
+    back = pickle.loads(pickle.dumps(TrialDiverged(7, "gradient norm is inf")))
+    assert isinstance(back, TrialDiverged) and back.step == 7 and str(back).startswith("diverged at step 7: gradient norm is inf")
+    assert failures.describe(WorkerGroupError("x", {0: back}), TRAINING, "lora").kind == "diverged"
+
+
+def test_out_of_memory_names_the_knobs_to_lower(monkeypatch):
+    def oom(cfg):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(loop, "_train", oom)
+    with pytest.raises(TrialOutOfMemory) as caught:
+        loop.train_worker({"study": {"training": TRAINING}, "hparams": {"method": "qlora"}})
+    text = str(caught.value)
+    for knob in ("training.batch_size=32", "training.max_length=256", "training.grad_accum", "training.gradient_checkpointing: true", "method=qlora"):
+        assert knob in text
+    found = failures.describe(WorkerGroupError("x", {0: caught.value}), TRAINING, "qlora")
+    assert found.kind == "out_of_memory" and found.line == text
+
+
+def test_worst_result_for_the_searcher_and_scheduler():
+    diverged = failures.Failure("diverged", "diverged at step 4: train loss is nan", 4)
+    assert failures.failure_result(diverged, "f1_macro", "max")["f1_macro"] == -math.inf
+    assert failures.failure_result(diverged, "eval_loss", "min")["eval_loss"] == math.inf
+    assert failures.failure_result(diverged, "f1_macro", "max")["diverged_at_step"] == 4
+
+
+def test_nan_scores_stop_the_loop():
+    loop.check_finite(3, {"train loss": 0.7, "f1_macro": 0.5})
+    with pytest.raises(TrialDiverged, match="step 3: train loss is nan"):
+        loop.check_finite(3, {"train loss": float("nan")})
+
+
+@pytest.mark.ray
+def test_a_diverging_trial_fails_at_once_as_the_worst_result_and_the_study_goes_on(workdir, minilm_path, capsys):
+    """Real Ray (Train V2 state tracking on, to count attempts), real MLflow: a learning rate
+    that sends the weights to inf. The trial may be restarted twice (max_failures: 2); it must
+    run once, end FAILED with error=diverged and the step, and give the searcher its worst score."""
+    import ray
+    from ray.train.v2._internal.state.state_actor import get_state_actor
+
+    from sweeps.study import load_study
+    from sweeps.sweep import run_study
+    from tests.conftest import base_study, mlflow_runs, write_study
+
+    ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False, runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}})
+    try:
+        spec = base_study(minilm_path, name="diverge")
+        spec["search_space"]["overrides"]["learning_rate"] = [3e-3, 1e20]
+        spec["training"].update(max_steps=4, eval_every_steps=1)
+        spec["resources"]["max_failures"] = 2
+        spec["search"]["max_concurrent_trials"] = 1
+        outcome = run_study(load_study(write_study(workdir, spec), []))
+
+        assert outcome.counts["failed"] == 1 and outcome.counts["completed"] == 1
+        bad = next(r for r in outcome.results if r.config["learning_rate"] == 1e20)
+        assert bad.metrics["f1_macro"] == -math.inf  # what the searcher and the scheduler were told
+        assert outcome.best is not None and outcome.best["config"]["learning_rate"] == 3e-3
+
+        client, found = mlflow_runs(workdir, "diverge")
+        run = next(r for r in found if r.data.params.get("learning_rate") == "1e+20")
+        assert run.info.status == "FAILED"
+        assert run.data.tags["error_kind"] == "diverged" and run.data.tags["error"].startswith("diverged at step ")
+        assert run.data.tags["status"] == "failed" and run.data.metrics["diverged_at_step"] >= 1
+        assert all(math.isfinite(v) for v in run.data.metrics.values())  # no -inf stand-in in MLflow
+
+        # Train ran the diverging trial's workers once, not 1 + max_failures times
+        runs = ray.get(get_state_actor().get_train_runs.remote())
+        attempts = ray.get(get_state_actor().get_train_run_attempts.remote())
+        bad_run = next(rid for rid, r in runs.items() if r.name.endswith(bad.metrics["trial_id"]))
+        assert len(attempts[bad_run]) == 1
+    finally:
+        ray.shutdown()  # the next test gets the shared cluster again (conftest.local_ray)
