@@ -168,6 +168,7 @@ def _forget_lost(storage: str, run_name: str, results: tune.ResultGrid, uri: str
 def run_study(study: Study, address: Optional[str] = None, local: bool = False, resume_run: bool = False, extend_by: Optional[int] = None) -> SweepOutcome:
     """Run ``study`` as a sweep (and its final stage); with ``resume_run``, continue its latest
     interrupted run; with ``extend_by``, add that many search trials to its latest finished run."""
+    tracking.check_reachable(tracking.tracking_uri(study.tracking.tracking_uri))
     previous = resume.latest_unfinished(storage_root(study), study.name) if resume_run else None
     extension = extend.prepare(study, extend_by) if extend_by is not None else None
     task = TASKS[study.task]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -31,6 +32,58 @@ _NODE_TAGS = {"worker_node_ids": "ray.node_ids", "worker_node_ips": "ray.node_ip
 def tracking_uri(configured: Optional[str]) -> str:
     """Study setting, else $MLFLOW_TRACKING_URI, else ./mlflow.db (what plain `mlflow ui` opens)."""
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def check_reachable(uri: str) -> None:
+    """Fail before anything is written when the tracking store cannot be used: a server that
+    does not answer or refuses our credentials, a SQLite file in a folder that does not exist.
+    (A store that goes away mid-sweep is retried by MLflow's own client: ~4 min by default,
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES / _BACKOFF_FACTOR set more.)"""
+    from sweeps.errors import StudyError
+
+    fix = "start it (mlflow server ...), fix the URI, or leave tracking.tracking_uri and MLFLOW_TRACKING_URI unset for ./mlflow.db"
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise StudyError("tracking.tracking_uri", f"{redact(uri)}: folder {folder} does not exist", "create it or point the URI elsewhere")
+        return
+    if not uri.startswith(("http://", "https://")):
+        return
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        text = str(exc)
+        if "401" in text or "403" in text or "Unauthorized" in text or "Permission" in text:
+            raise StudyError("tracking.tracking_uri", f"MLflow at {redact(uri)} refused the credentials", "set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)") from None
+        errno = re.search(r"\[Errno[^\]]*\][^\"')]*", text)
+        reason = errno.group(0).strip() if errno else text.splitlines()[0][:200]
+        raise StudyError("tracking.tracking_uri", f"MLflow at {redact(uri)} is unreachable ({reason})", fix) from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def redact(uri: str) -> str:
+    """The URI without the password or token in it (``scheme://user:secret@host`` -> ``user:***``),
+    for anything printed, logged to MLflow or written to an export."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.password is None and "@" not in parts.netloc:
+        return uri
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, f"{user}:***@{host}" if user else f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

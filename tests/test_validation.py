@@ -137,3 +137,58 @@ def test_a_study_without_a_search_space_gets_the_defaults_with_per_method_ranges
     lr = {m: loaded.space.params_for(m)["learning_rate"] for m in loaded.methods}
     assert lr["full"].high < lr["lora"].low < lr["lora"].high <= lr["ia3"].low
     assert "head_learning_rate" in loaded.space.params_for("full") and "head_learning_rate" not in loaded.space.params_for("lora")
+
+
+def _jsonl(n: int, label=lambda i: i % 2) -> str:
+    import json
+
+    return "".join(json.dumps({"text": f"text number {i}", "label": label(i)}) + "\n" for i in range(n))
+
+
+BAD_DATA = {
+    "empty file": ({"train.jsonl": "", "validation.jsonl": _jsonl(10)}, {}, "single_label", "data.files.train: ", "is empty"),
+    "empty after drop_labels": ({"train.jsonl": _jsonl(20, lambda i: -1), "validation.jsonl": _jsonl(10)}, {"drop_labels": [-1]}, "single_label",
+                                "data.drop_labels: no row of the train split is left", "drop fewer labels"),
+    "too small to stratify": ({"train.jsonl": _jsonl(3)}, {}, "single_label", "data.validation_fraction: cannot cut a stratified split", "give a validation file"),
+    "fewer validation rows than labels": ({"train.jsonl": _jsonl(12, lambda i: i % 6)}, {}, "single_label", "data.validation_fraction: cannot cut a stratified split of 12 rows into 6 labels", "raise data.validation_fraction"),
+    "truncated jsonl": ({"train.jsonl": _jsonl(40) + '{"text": "abc", "lab', "validation.jsonl": _jsonl(10)}, {}, "single_label",
+                        "data.files: could not read the jsonl files: JSON parse error", "in row 40"),
+    "malformed csv": ({"train.csv": "text,label\n" + "".join(f'"t {i}",{i % 2}\n' for i in range(40)) + '"unterminated,1\n', "validation.csv": "text,label\nx,0\ny,1\n"}, {}, "single_label",
+                      "data.files: could not read the csv files: Error tokenizing data", "row 41"),
+    "missing text cell": ({"train.jsonl": _jsonl(40) + '{"text": null, "label": 1}\n', "validation.jsonl": _jsonl(10)}, {}, "single_label",
+                          "data.columns.text: row 40 of the train split has no text", "fill or remove"),
+    "blank text cell": ({"train.jsonl": _jsonl(40), "validation.jsonl": _jsonl(10) + '{"text": "  ", "label": 1}\n'}, {}, "single_label",
+                        "data.columns.text: row 10 of the validation split has no text", "fill or remove"),
+    "multi-label cell not 0/1": ({"train.jsonl": "".join(f'{{"text": "t {i}", "a": {i % 3}, "b": 1}}\n' for i in range(40)), "validation.jsonl": '{"text": "v", "a": 1, "b": 0}\n' * 5},
+                                 {"columns": {"text": "text", "labels": ["a", "b"]}}, "multi_label", "data.columns.labels: column 'a' holds 2 in row 2 of the train split", "0/1"),
+}
+
+
+@pytest.mark.parametrize("files, extra, task, problem, fix", list(BAD_DATA.values()), ids=list(BAD_DATA))
+def test_bad_data_is_one_line_exit_2_nothing_written(capsys, workdir, minilm_path, files, extra, task, problem, fix):
+    folder = workdir / "data"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    data = {"source": "local", "files": {name.split(".")[0]: str(folder / name) for name in files}, **extra}
+    err = run_bad(capsys, workdir, [write_study(workdir, base_study(minilm_path, task=task, data=data))])
+    assert problem in err and fix in err, err
+
+
+def test_unreachable_mlflow_is_one_line_exit_2_nothing_written(capsys, workdir, minilm_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    study = base_study(minilm_path, tracking={"tracking_uri": f"http://user:s3cret@127.0.0.1:{port}"})
+    err = run_bad(capsys, workdir, [write_study(workdir, study)])
+    assert f"tracking.tracking_uri: MLflow at http://user:***@127.0.0.1:{port} is unreachable" in err and "Connection refused" in err
+    assert "s3cret" not in err
+
+
+def test_sqlite_store_in_a_missing_folder(capsys, workdir, minilm_path):
+    study = base_study(minilm_path, tracking={"tracking_uri": f"sqlite:///{workdir}/no/such/folder/mlflow.db"})
+    err = run_bad(capsys, workdir, [write_study(workdir, study)])
+    assert "tracking.tracking_uri: " in err and "does not exist" in err
+    assert not (workdir / "no").exists()

@@ -7,6 +7,7 @@ object store, so no trial tokenizes again.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -100,8 +101,19 @@ def _load_lines(spec: Any) -> DatasetDict:
     return out
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The first line of the parse error: ``datasets`` wraps it (with the row it failed at) in
+    a generic 'An error occurred while generating the dataset'."""
+    exc = exc.__cause__ or exc
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def _load_local(spec: Any) -> DatasetDict:
     files = {split: str(Path(f).expanduser()) for split, f in spec.files.items()}
+    for split, file in files.items():
+        if Path(file).is_file() and Path(file).stat().st_size == 0:
+            raise StudyError(f"data.files.{split}", f"{file} is empty", "point it at a file with rows")
     if spec.format == "lines":
         return _load_lines(spec)
     if spec.format == "squad":
@@ -119,10 +131,15 @@ def _load_local(spec: Any) -> DatasetDict:
             kwargs["column_names"] = spec.column_names
     else:
         builder = "json"
+    loader_log = logging.getLogger("datasets")
+    level = loader_log.level
+    loader_log.setLevel(logging.CRITICAL)  # it logs the parse error too; ours is the one line
     try:
         return load_dataset(builder, data_files=files, keep_in_memory=True, **kwargs)
-    except Exception as exc:  # malformed files: say which study field to look at
-        raise StudyError("data.files", f"could not read {fmt} files: {str(exc).splitlines()[0]}", "check data.format, data.delimiter and data.column_names") from None
+    except Exception as exc:  # malformed or truncated files: say which study field to look at
+        raise StudyError("data.files", f"could not read the {fmt} files: {_root_cause(exc)}", "fix the file, or check data.format, data.delimiter and data.column_names") from None
+    finally:
+        loader_log.setLevel(level)
 
 
 def _load_hub(spec: Any) -> DatasetDict:
@@ -159,7 +176,19 @@ def _drop_labels(ds: DatasetDict, spec: Any) -> DatasetDict:
     drop, col = set(spec.drop_labels or []), spec.columns.label
     if not drop or not col:
         return ds
-    return DatasetDict({k: d.filter(lambda row: row[col] not in drop) if col in d.column_names else d for k, d in ds.items()})
+    out = DatasetDict({k: d.filter(lambda row: row[col] not in drop) if col in d.column_names else d for k, d in ds.items()})
+    for split, d in out.items():
+        if len(d) == 0 and len(ds[split]):
+            raise StudyError("data.drop_labels", f"no row of the {split} split is left after dropping labels {sorted(drop, key=str)}", "drop fewer labels, or check data.columns.label")
+    return out
+
+
+def require_rows(ds: DatasetDict) -> None:
+    """Every split the study uses has rows (an empty file, a filter or a split mapping that
+    matched nothing would otherwise fail deep inside a trial)."""
+    for split, d in ds.items():
+        if len(d) == 0:
+            raise StudyError(f"data.splits.{split}", f"the {split} split has no rows", "check the data files or the split mapping")
 
 
 def _label_names(ds: DatasetDict, spec: Any, task: Task) -> list[str]:
@@ -195,10 +224,17 @@ def _encode_labels(ds: DatasetDict, spec: Any, task: Task, names: list[str]) -> 
             return index[str(v)]
         raise StudyError("data.label_names", f"label {v!r} in the {split} split is not one of {names}", "add it to data.label_names or fix the data")
 
+    def zero_one(v: Any, col: str, row: int, split: str) -> float:
+        if isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, float, np.integer, np.floating)) and v in (0, 1)):
+            return float(v)
+        if isinstance(v, str) and v.strip() in ("0", "1"):
+            return float(v.strip())
+        raise StudyError("data.columns.labels", f"column {col!r} holds {v!r} in row {row} of the {split} split; a multi-label column is 0/1", "make each label column 0/1 (true/false)")
+
     out = DatasetDict()
     for split, d in ds.items():
         if cols.labels:
-            labels = [[float(bool(row[c])) for c in cols.labels] for row in d.select_columns(cols.labels)]
+            labels = [[zero_one(row[c], c, i, split) for c in cols.labels] for i, row in enumerate(d.select_columns(cols.labels))]
         elif cols.label not in d.column_names:
             continue  # unlabelled test split
         elif task.multi_label:
@@ -210,11 +246,19 @@ def _encode_labels(ds: DatasetDict, spec: Any, task: Task, names: list[str]) -> 
                 labels.append(hot)
         else:
             labels = [to_id(v, split) for v in d[cols.label]]
-        keep = {"text": [str(t) for t in d[cols.text]], "labels": labels}
+        keep = {"text": _texts(d[cols.text], "text", split), "labels": labels}
         if task.needs_text_pair:
-            keep["text_pair"] = [str(t) for t in d[cols.text_pair]]
+            keep["text_pair"] = _texts(d[cols.text_pair], "text_pair", split)
         out[split] = Dataset.from_dict(keep)
     return out
+
+
+def _texts(values: list[Any], field: str, split: str) -> list[str]:
+    """The column's texts; a missing or blank cell is bad input, not the string 'None'."""
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and v != v):
+            raise StudyError(f"data.columns.{field}", f"row {i} of the {split} split has no text", "fill or remove rows with empty text")
+    return [str(v) for v in values]
 
 
 def _strata(labels: list[Any], multi_label: bool) -> list[int]:
@@ -228,8 +272,13 @@ def stratified_split(train: Dataset, fraction: float, seed: int, multi_label: bo
     idx = np.arange(len(train))
     strata = _strata(train["labels"], multi_label)
     counts = Counter(strata)
-    stratify = strata if min(counts.values()) >= 2 else None
-    tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+    rare = sorted(c for c, n in counts.items() if n < 2)
+    if rare and not multi_label:  # multi-label strata (first label) are approximate anyway
+        raise StudyError("data.validation_fraction", f"cannot cut a stratified split: label(s) {rare} have a single row among {len(train)}", "add rows, give a validation file (data.files.validation), or drop those labels (data.drop_labels)")
+    try:
+        tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strata if not rare else None)
+    except ValueError as exc:  # e.g. fewer validation rows than classes
+        raise StudyError("data.validation_fraction", f"cannot cut a stratified split of {len(train)} rows into {len(counts)} labels: {exc}", "add rows, raise data.validation_fraction, or give a validation file (data.files.validation)") from None
     return train.select(sorted(tr)), train.select(sorted(va))
 
 
@@ -257,6 +306,7 @@ def load_raw(spec: Any, seed: int) -> DatasetDict:
         ds = _load_hub(spec)
     if "train" not in ds:
         raise StudyError("data.splits.train", "no train split", "map data.splits.train to a split of the data set")
+    require_rows(ds)
     return ds
 
 
