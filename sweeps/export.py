@@ -23,7 +23,7 @@ import mlflow
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from sweeps import runs
+from sweeps import runs, tracking
 from sweeps.errors import StudyError
 from sweeps.trial_artifacts import ADAPTER, ADAPTER_FILES
 from trainables.inference import EXPORT_INFO
@@ -103,7 +103,7 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
             "study": settings.get("name"),
             "parent_run_id": parent.info.run_id,
             "trial_run_id": trial.info.run_id,
-            "tracking_uri": client.tracking_uri,
+            "tracking_uri": tracking.redact(client.tracking_uri),  # never a password in an export
             "method": method,
             "params": runs.sampled_params(trial),
             "metric": metric,
@@ -166,10 +166,27 @@ def model_card(info: dict[str, Any]) -> str:
     )
 
 
+def check_hub_repo(repo: str, token: str) -> None:
+    """Refuse to upload into a repo that exists and is public: an adapter trained on private
+    data must not become public because a name was reused. A new repo is created private."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        info = HfApi(token=token).repo_info(repo)
+    except RepositoryNotFoundError:
+        return
+    except Exception as exc:
+        raise StudyError("--push-to-hub", f"cannot check Hugging Face repo {repo!r} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", "check the network and HF_TOKEN") from None
+    if not info.private:
+        raise StudyError("--push-to-hub", f"{repo} exists and is public", "push to a new repo name (created private), or make that repo private first")
+
+
 def push(out: Path, repo: str, token: str) -> str:
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
+    check_hub_repo(repo, token)  # again: it may have changed since the export began
     api.create_repo(repo, private=True, exist_ok=True)
     api.upload_folder(folder_path=str(out), repo_id=repo, commit_message="sweeps.export")
     return f"https://huggingface.co/{repo}"
@@ -193,6 +210,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = Path(args.out).expanduser()
     try:
         token = _hub_token() if args.push_to_hub else ""
+        if args.push_to_hub:
+            check_hub_repo(args.push_to_hub, token)
         client, parent = runs.find_parent(args.ref, args.tracking_uri)
         info = export(client, parent, out, merge=args.merge, trial_run_id=args.trial)
     except StudyError as exc:
@@ -201,7 +220,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     kind = "merged model" if info["merged"] else f"{info['method']} adapter"
     print(f"exported the {kind} of trial run {info['trial_run_id']} ({info['metric']} {info['value']:.4f}) to {out}")
     if args.push_to_hub:
-        print(f"pushed to {push(out, args.push_to_hub, token)}")
+        try:
+            print(f"pushed to {push(out, args.push_to_hub, token)}")
+        except StudyError as exc:
+            print(f"error: {exc.one_line()}", file=sys.stderr)
+            return 2
     return 0
 
 

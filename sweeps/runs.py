@@ -52,7 +52,7 @@ def client_for(ref: str, tracking_uri: Optional[str]) -> tuple[MlflowClient, Opt
 def find_parent(ref: str, tracking_uri: Optional[str] = None) -> tuple[MlflowClient, Run]:
     """A study's latest parent run that ran to its end (FINISHED), or the parent run ``ref``."""
     client, experiment = client_for(ref, tracking_uri)
-    uri = client.tracking_uri
+    uri = tracking.redact(client.tracking_uri)
     if experiment is None:
         try:
             run = client.get_run(ref)

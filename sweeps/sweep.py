@@ -53,11 +53,12 @@ class SweepOutcome:
 
 
 def study_settings(study: Study) -> dict[str, Any]:
-    """The fixed (not searched) settings, flattened, logged as params on every run."""
+    """The fixed (not searched) settings, flattened, logged as params on every run (any
+    credentials in a URI left out)."""
     plain = to_dict(study)
     plain.pop("space", None)
     plain.pop("description", None)
-    return tracking.flatten(plain)
+    return tracking.redact_all(tracking.flatten(plain))
 
 
 def trainable(study: Study, data_ref: Any, run_name: str) -> Any:
@@ -135,7 +136,7 @@ def _best(results: tune.ResultGrid, metric: str, mode: str) -> Optional[dict[str
 def log_study_files(study: Study) -> None:
     """The study as it runs (overrides applied) and its resolved search space, on the parent
     run: what the report needs to rebuild Optuna's view and the ready-to-run best config."""
-    plain = to_dict(study)
+    plain = tracking.redact_all(to_dict(study))
     space = plain.pop("space", None)
     mlflow.log_text(yaml.safe_dump(plain, sort_keys=False), runs.STUDY_FILE)
     mlflow.log_text(yaml.safe_dump(space, sort_keys=False), runs.SPACE_FILE)
@@ -256,7 +257,7 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], 
     reopened = "extended" if extension else "resumed"
     with tracking.study_run(uri, study.experiment, run_name, params, {**tags, "mlflow.note.content": study.description}, run_id=parent_id, reopened=reopened) as parent:
         parent_id = parent.info.run_id
-        state = {"run_name": run_name, "parent_run_id": parent_id, "tracking_uri": uri, "experiment": study.experiment, "finished": False}
+        state = {"run_name": run_name, "parent_run_id": parent_id, "tracking_uri": tracking.redact(uri), "experiment": study.experiment, "finished": False}
         resume.write(storage, run_name, state)
 
         def callbacks(run_study: Study, stage_name: str) -> list[Any]:

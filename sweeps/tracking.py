@@ -69,8 +69,8 @@ def check_reachable(uri: str) -> None:
 
 
 def redact(uri: str) -> str:
-    """The URI without the password or token in it (``scheme://user:secret@host`` -> ``user:***``),
-    for anything printed, logged to MLflow or written to an export."""
+    """The URI without the password or token in it (``scheme://user:secret@host`` -> ``user:***``;
+    a lone ``token@host`` -> ``***``), for anything printed, logged to MLflow or exported."""
     from urllib.parse import urlsplit, urlunsplit
 
     try:
@@ -79,11 +79,22 @@ def redact(uri: str) -> str:
         return uri
     if parts.password is None and "@" not in parts.netloc:
         return uri
-    user = parts.username or ""
+    user = parts.username if parts.password is not None else ""
     host = parts.hostname or ""
     if parts.port:
         host += f":{parts.port}"
     return urlunsplit((parts.scheme, f"{user}:***@{host}" if user else f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def redact_all(value: Any) -> Any:
+    """``redact`` applied to every string in a (nested) dict or list."""
+    if isinstance(value, str):
+        return redact(value) if "://" in value else value
+    if isinstance(value, dict):
+        return {k: redact_all(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_all(v) for v in value)
+    return value
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

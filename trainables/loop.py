@@ -304,12 +304,44 @@ def restore(folder: str, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
     """Load a checkpoint written by ``_report``: adapter (and head) weights into the peft model,
     optimizer and LR schedule state; returns the progress counters and RNG states."""
     models.load_trained(net, folder)
-    state = torch.load(os.path.join(folder, TRAINING_STATE), weights_only=False)
+    # weights_only: a checkpoint folder (shared storage, a bucket) must not be able to run code
+    state = from_tensors(torch.load(os.path.join(folder, TRAINING_STATE), weights_only=True))
     with open(os.path.join(folder, "trial_state.json")) as f:
         state["metrics"] = json.load(f)  # what was reported with this checkpoint
     optimizer.load_state_dict(state["optimizer"])
     lr_schedule.load_state_dict(state["lr_schedule"])
     return state
+
+
+_NUMPY = "__numpy__"  # marks an array stored as a tensor in training_state.pt
+
+
+def to_tensors(value: Any) -> Any:
+    """``value`` with numpy arrays as tensors and numpy scalars as Python numbers, so that
+    ``torch.load(weights_only=True)`` (no pickled code) can read it back (the before-training
+    payload holds the model's logits as numpy arrays)."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return {_NUMPY: torch.from_numpy(np.ascontiguousarray(value))}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: to_tensors(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_tensors(v) for v in value)
+    return value
+
+
+def from_tensors(value: Any) -> Any:
+    """The inverse of ``to_tensors``."""
+    if isinstance(value, dict):
+        if set(value) == {_NUMPY}:
+            return value[_NUMPY].numpy()
+        return {k: from_tensors(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(from_tensors(v) for v in value)
+    return value
 
 
 def _report(rank: int, net: torch.nn.Module, method: str, metrics: dict[str, Any], state: dict[str, Any], ev: Evaluator, final: bool) -> None:
@@ -332,5 +364,5 @@ def _report(rank: int, net: torch.nn.Module, method: str, metrics: dict[str, Any
         ev.task.kind_module.write_files(tmp, payload, ev.base["payload"] if ev.base is not None else None, ev.data, ev.task)
         with open(os.path.join(tmp, "trial_state.json"), "w") as f:
             json.dump(metrics, f)
-        torch.save(state, os.path.join(tmp, TRAINING_STATE))
+        torch.save(to_tensors(state), os.path.join(tmp, TRAINING_STATE))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
