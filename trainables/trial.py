@@ -9,6 +9,7 @@ reserves memory and no CPU; the workers ask for the study's CPUs/GPUs.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from ray import tune
@@ -95,7 +96,31 @@ def run_trial(config: dict[str, Any], study: dict[str, Any], data: list[Any]) ->
             raise  # may go away on a retry (Tune's resources.max_failures)
         # Ends the trial here, not as a Tune error that Tune would retry: the same error again.
         _write_error_file(ctx, exc)
+        wait_until_tune_has_every_report()
         tune.report(failures.failure_result(failure, study["search"]["metric"], study["search"]["mode"]))
+    wait_until_tune_has_every_report()
+
+
+def wait_until_tune_has_every_report() -> None:
+    """Return only once Tune has taken every result the Train run reported.
+
+    Ray 2.60 hangs a trial otherwise: TuneReportCallback hands Train's reports to this actor
+    through a one-slot queue that Tune's main thread drains only when the driver asks for the
+    next result. When the driver is slow (an MLflow server restarting, a busy head node) the
+    Train run can end with its last report still in that queue; this function's return then
+    puts Tune's end-of-trial marker into the main thread's result slot, and the main thread,
+    moving the last report into the same slot, waits on itself forever (found by
+    tests/test_mlflow_outage.py)."""
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    pending = getattr(session, "_inter_actor_queue", None) if session is not None else None
+    if pending is None:
+        return
+    settled = 0
+    while settled < 3:  # empty three times in a row: not caught between the two queues
+        settled = settled + 1 if pending.empty() and session.result_queue.empty() else 0
+        time.sleep(0.1)
 
 
 def _write_error_file(ctx: Any, exc: BaseException) -> None:
