@@ -14,7 +14,16 @@ from typing import Any, Optional
 import ray
 
 from sweeps.errors import StudyError
-from trainables.trial import TRIAL_DRIVER_RESOURCES
+from trainables.trial import DRIVER_NODE_RESOURCE, DRIVER_NODE_SHARE, TRIAL_DRIVER_RESOURCES
+
+
+def driver_resources() -> dict[str, float]:
+    """What each trial's driver asks for: memory, and a share of the head's ``trial_driver``
+    resource where the cluster has one (cluster.yaml), which pins drivers to that node."""
+    resources = dict(TRIAL_DRIVER_RESOURCES)
+    if ray.cluster_resources().get(DRIVER_NODE_RESOURCE, 0) > 0:
+        resources[DRIVER_NODE_RESOURCE] = DRIVER_NODE_SHARE
+    return resources
 
 
 def connect(address: Optional[str], local: bool) -> bool:

@@ -34,7 +34,7 @@ from trainables.floors import NO_SFT_FLOOR, Floor, floor_verdict
 from trainables.loop import schedule
 from trainables.model import check_architecture, load_tokenizer
 from trainables.tasks import TASKS
-from trainables.trial import TRIAL_DRIVER_RESOURCES, run_trial
+from trainables.trial import run_trial
 
 # A failed trial reports the worst score, +-inf, on purpose (trainables.failures); Tune's
 # TensorBoard logger would warn about it on every such trial.
@@ -67,7 +67,7 @@ def trainable(study: Study, data_ref: Any, run_name: str) -> Any:
     plain.pop("space", None)
     plain["train_storage"] = f"{storage_root(study)}/{run_name}/_train"
     plain["worker_start_timeout_s"] = cluster.start_timeout(study.resources)
-    return tune.with_resources(tune.with_parameters(run_trial, study=plain, data=[data_ref]), TRIAL_DRIVER_RESOURCES)
+    return tune.with_resources(tune.with_parameters(run_trial, study=plain, data=[data_ref]), cluster.driver_resources())
 
 
 def trial_dirname(trial: Any) -> str:

@@ -23,7 +23,8 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     ray.shutdown()  # the shared single-node cluster, if an earlier test started it
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 0, "include_dashboard": True})
+    # the head advertises cluster.yaml's trial_driver slot: trial drivers and Train controllers run there
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 0, "resources": {"trial_driver": 1}, "include_dashboard": True})
     workers = [c.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
     c.wait_for_nodes()
     ray.init(address=c.address, log_to_driver=False)
@@ -58,6 +59,15 @@ def test_trials_spread_over_the_worker_nodes(cluster, workdir, tiny_llama):
     placed = [node_ids(r) for r in kids]
     assert all(len(ids) == 1 and ids[0] in worker_ids for ids in placed), "no trial worker on the CPU-0 head"
     assert {ids[0] for ids in placed} == worker_ids, "the two trials ran on the two worker nodes"
+    # ... while their drivers and Train controllers ran on the head (a lost worker node never
+    # takes a driver with it)
+    from ray.util.state import list_actors
+
+    head = cluster[0].head_node.node_id
+    drivers = list_actors(filters=[("class_name", "=", "ImplicitFunc")], detail=True, limit=1000)
+    controllers = list_actors(filters=[("class_name", "=", "TrainController")], detail=True, limit=1000)
+    assert len(drivers) >= 2 and len(controllers) >= 2
+    assert {a.node_id for a in drivers + controllers} == {head}
 
 
 def test_a_two_worker_ddp_trial_spans_both_nodes(cluster, workdir, tiny_llama):

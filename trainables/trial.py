@@ -23,6 +23,12 @@ from trainables import failures, hparams
 # and any CPU share, even 0.01, would stop two 1-CPU trials from sharing a 2-CPU node
 # (2 x 1.01 > 2). Memory is what the driver really uses (~0.5 GB: Python, torch, Ray).
 TRIAL_DRIVER_RESOURCES = {"memory": 512 * 2**20}
+# A custom resource the on-demand head of cluster.yaml advertises: where present, trial drivers
+# (and the Train controllers Ray starts beside them) run there, so losing a spot worker node
+# never kills a driver (which would cost a Tune retry of the whole trial), only workers, which
+# Ray Train restarts from the last checkpoint. Each driver takes a thousandth of the slot.
+DRIVER_NODE_RESOURCE = "trial_driver"
+DRIVER_NODE_SHARE = 0.001
 
 
 def train_entry(cfg: dict[str, Any]) -> None:
