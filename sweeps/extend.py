@@ -53,8 +53,9 @@ def prepare(study: Study, trials: int) -> Extension:
     scores = leaderboard.score_trials(client, search, metric, mode)
     space = runs.parent_yaml(client, parent, runs.SPACE_FILE) or {}
     storage = optuna.storages.InMemoryStorage()
-    as_optuna_study(scores, space, list(study.methods), mode, client, metric, storage=storage, name=STUDY_NAME)
-    best = next((s.best for s in scores if s.best is not None), None)  # scores come best first
+    as_optuna_study(scores, space, list(study.methods), mode, client, metric, storage=storage, name=STUDY_NAME, failed_as_worst=True)
+    # scores come best first; a failed trial's score before it failed is no model to beat
+    best = next((s.best for s in scores if s.best is not None and s.run.data.tags.get("status") != "failed"), None)
     return Extension(trials, parent, WarmStart(storage, STUDY_NAME), len(search), best)
 
 

@@ -41,9 +41,16 @@ def _value(text: str, dist: BaseDistribution) -> Any:
     return float(text)
 
 
-def as_optuna_study(scores: list[TrialScore], space: dict[str, Any], methods: list[str], mode: str, client: Any, metric: str, storage: Any = None, name: Any = None) -> optuna.Study:
+# error_kind values of trials that reported the worst score (trainables.failures.describe)
+DETERMINISTIC_KINDS = ("diverged", "out_of_memory", "error")
+
+
+def as_optuna_study(scores: list[TrialScore], space: dict[str, Any], methods: list[str], mode: str, client: Any, metric: str, storage: Any = None, name: Any = None, failed_as_worst: bool = False) -> optuna.Study:
     """``space``: the logged ``search_space.yaml`` (name -> Param fields). ``storage``/``name``:
-    where to create the study (``--extend`` hands the same storage to the next searcher)."""
+    where to create the study (``--extend`` hands the same storage to the next searcher).
+    ``failed_as_worst``: a trial that failed for good (diverged, out of memory, bad
+    configuration: its run's ``error_kind``) counts as the worst score, as the live searcher
+    was told (trainables.failures), not as a failure Optuna would ignore."""
     params = {name: build(Param, raw, f"search_space.{name}") for name, raw in (space.get("params") or {}).items()}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize", storage=storage, study_name=name)
@@ -64,6 +71,8 @@ def as_optuna_study(scores: list[TrialScore], space: dict[str, Any], methods: li
             state, value = optuna.trial.TrialState.COMPLETE, t.best
         elif status == "early_stopped" and history:
             state, value = optuna.trial.TrialState.PRUNED, None
+        elif failed_as_worst and run.data.tags.get("error_kind") in DETERMINISTIC_KINDS:
+            state, value = optuna.trial.TrialState.COMPLETE, float("-inf") if mode == "max" else float("inf")
         else:
             state, value = optuna.trial.TrialState.FAIL, None
         study.add_trial(optuna.trial.create_trial(

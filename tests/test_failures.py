@@ -121,6 +121,16 @@ def test_a_diverging_trial_fails_at_once_as_the_worst_result_and_the_study_goes_
         assert run.data.tags["status"] == "failed" and run.data.metrics["diverged_at_step"] >= 1
         assert all(math.isfinite(v) for v in run.data.metrics.values())  # no -inf stand-in in MLflow
 
+        # --extend's searcher, rebuilt from MLflow, is told the same worst score
+        from sweeps import leaderboard, runs as runs_mod
+        from sweeps.optuna_view import as_optuna_study
+
+        parent = next(r for r in found if "mlflow.parentRunId" not in r.data.tags)
+        scores = leaderboard.score_trials(client, runs_mod.trial_runs(client, parent), "f1_macro", "max")
+        rebuilt = as_optuna_study(scores, runs_mod.parent_yaml(client, parent, runs_mod.SPACE_FILE), ["lora"], "max", client, "f1_macro", failed_as_worst=True)
+        told = {t.params["learning_rate"]: (t.state.name, t.value) for t in rebuilt.trials}
+        assert told[1e20] == ("COMPLETE", -math.inf) and told[3e-3][0] == "COMPLETE" and told[3e-3][1] > 0
+
         # Train ran the diverging trial's workers once, not 1 + max_failures times
         runs = ray.get(get_state_actor().get_train_runs.remote())
         attempts = ray.get(get_state_actor().get_train_run_attempts.remote())
