@@ -26,7 +26,7 @@ _SKIP = set(AUTO_RESULT_KEYS) | {"checkpoint_path", "config", "trial_id", "done"
 
 
 # Where a trial's workers ran (reported by each worker, by rank) -> the child run's tags.
-_NODE_TAGS = {"worker_node_ids": "ray.node_ids", "worker_node_ips": "ray.node_ips"}
+_NODE_TAGS = {"worker_node_ids": "ray.node_ids", "worker_node_ips": "ray.node_ips", "driver_node_id": "ray.driver_node_id"}
 
 
 def tracking_uri(configured: Optional[str]) -> str:

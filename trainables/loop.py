@@ -195,6 +195,8 @@ def _train(cfg: dict[str, Any]) -> None:
     evaluator = Evaluator(eval_loaders, device, task, data, training,
                           lead=("progress", metric, "step", "eval_loss"), watched=(metric, "eval_loss"))
     nodes = worker_nodes(world)
+    if cfg.get("driver_node_id"):  # where the trial's driver (and its Train controller) runs
+        nodes["driver_node_id"] = cfg["driver_node_id"]
     started = time.perf_counter()
     gpus = float(study["resources"]["gpus_per_worker"]) * world
     plan = schedule(len(train_rows), training, world)

@@ -12,6 +12,7 @@ import os
 import time
 from typing import Any
 
+import ray
 from ray import tune
 from ray.train import CheckpointConfig, ControllerError, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
 from ray.train.torch import TorchConfig, TorchTrainer
@@ -67,7 +68,8 @@ def run_trial(config: dict[str, Any], study: dict[str, Any], data: list[Any]) ->
     failures.use_fail_fast_policy()
     trainer = TorchTrainer(
         train_entry,
-        train_loop_config={"hparams": hparams.resolve(config), "study": study, "data": data},
+        train_loop_config={"hparams": hparams.resolve(config), "study": study, "data": data,
+                           "driver_node_id": ray.get_runtime_context().get_node_id()},
         scaling_config=scaling(resources),
         torch_config=TorchConfig(backend=resources.get("backend")),
         run_config=RunConfig(
