@@ -33,7 +33,8 @@ class TrialScore:
 
 def score_trials(client: MlflowClient, trials: list[Run], metric: str, mode: str, named_best: Optional[str] = None) -> list[TrialScore]:
     """Each trial's best eval point, from its metric history. Ranked best first (on a tie, the
-    run the sweep named best, ``named_best``, then the earlier trial); trials with no score
+    run the sweep named best, ``named_best``, then the earlier trial); trials that failed after
+    some eval points (diverged, say) after every trial that did not, and trials with no score
     (failed before their first eval) last."""
     scored = []
     for run in trials:
@@ -45,7 +46,7 @@ def score_trials(client: MlflowClient, trials: list[Run], metric: str, mode: str
         else:
             scored.append(TrialScore(run, None, None))
     sign = -1 if mode == "max" else 1
-    return sorted(scored, key=lambda t: (t.best is None, sign * (t.best or 0.0), t.run.info.run_id != named_best))
+    return sorted(scored, key=lambda t: (t.best is None, t.run.data.tags.get("status") == "failed", sign * (t.best or 0.0), t.run.info.run_id != named_best))
 
 
 def _fmt_params(params: dict[str, str]) -> str:

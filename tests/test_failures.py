@@ -104,6 +104,8 @@ def test_a_diverging_trial_fails_at_once_as_the_worst_result_and_the_study_goes_
     try:
         spec = base_study(minilm_path, name="diverge")
         spec["search_space"]["overrides"]["learning_rate"] = [3e-3, 1e20]
+        # warm-up from 0: step 1 is still sane (an eval point, a checkpoint, a score), a later step diverges
+        spec["search_space"]["overrides"]["warmup_ratio"] = 0.5
         spec["training"].update(max_steps=4, eval_every_steps=1)
         spec["resources"]["max_failures"] = 2
         spec["search"]["max_concurrent_trials"] = 1
@@ -118,7 +120,8 @@ def test_a_diverging_trial_fails_at_once_as_the_worst_result_and_the_study_goes_
         run = next(r for r in found if r.data.params.get("learning_rate") == "1e+20")
         assert run.info.status == "FAILED"
         assert run.data.tags["error_kind"] == "diverged" and run.data.tags["error"].startswith("diverged at step ")
-        assert run.data.tags["status"] == "failed" and run.data.metrics["diverged_at_step"] >= 1
+        assert run.data.tags["status"] == "failed" and run.data.metrics["diverged_at_step"] >= 2
+        assert "f1_macro" in run.data.metrics  # it had scored step 1 before it diverged
         assert all(math.isfinite(v) for v in run.data.metrics.values())  # no -inf stand-in in MLflow
 
         # --extend's searcher, rebuilt from MLflow, is told the same worst score
@@ -129,6 +132,7 @@ def test_a_diverging_trial_fails_at_once_as_the_worst_result_and_the_study_goes_
         scores = leaderboard.score_trials(client, runs_mod.trial_runs(client, parent), "f1_macro", "max")
         rebuilt = as_optuna_study(scores, runs_mod.parent_yaml(client, parent, runs_mod.SPACE_FILE), ["lora"], "max", client, "f1_macro", failed_as_worst=True)
         told = {t.params["learning_rate"]: (t.state.name, t.value) for t in rebuilt.trials}
+        assert scores[-1].run.info.run_id == run.info.run_id  # the failed trial ranks last, whatever it scored before
         assert told[1e20] == ("COMPLETE", -math.inf) and told[3e-3][0] == "COMPLETE" and told[3e-3][1] > 0
 
         # Train ran the diverging trial's workers once, not 1 + max_failures times
