@@ -85,7 +85,7 @@ def test_push_to_hub_refuses_an_existing_public_repo(tmp_path, monkeypatch, caps
 
     class FakeApi:
         def __init__(self, token=None):
-            pass
+            self.token = token
 
         def repo_info(self, repo):
             if repo not in known:

@@ -80,13 +80,11 @@ def is_deterministic(exc: BaseException) -> bool:
         return True
     if isinstance(exc, (RayError, RayTrainError, OSError)):  # OSError: ConnectionError, TimeoutError, ...
         return False
-    try:
-        from torch.distributed import DistError
+    import torch.distributed
 
-        if isinstance(exc, DistError):
-            return False
-    except ImportError:  # torch built without distributed
-        pass
+    dist_error = getattr(torch.distributed, "DistError", None)  # absent where torch has no distributed
+    if dist_error is not None and isinstance(exc, dist_error):
+        return False
     text = str(exc).lower()
     return not any(word in text for word in _TRANSIENT_WORDS)
 

@@ -8,6 +8,7 @@ reserves memory and no CPU; the workers ask for the study's CPUs/GPUs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Any
@@ -134,11 +135,8 @@ def wait_until_tune_has_every_report() -> None:
 def _write_error_file(ctx: Any, exc: BaseException) -> None:
     """The full traceback(s) in the trial folder (``error.txt``, as Tune writes for a trial
     that raised): the console and MLflow get one line."""
-    try:
-        with open(os.path.join(ctx.get_trial_dir(), "error.txt"), "w") as f:
-            f.write(str(exc))
-    except OSError:
-        pass  # the MLflow run still gets the error line
+    with contextlib.suppress(OSError), open(os.path.join(ctx.get_trial_dir(), "error.txt"), "w") as f:
+        f.write(str(exc))  # on failure to write, the MLflow run still gets the error line
 
 
 def _raise_starved(exc: ControllerError, resources: dict[str, Any], study: dict[str, Any]) -> None:
