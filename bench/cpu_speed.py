@@ -29,7 +29,7 @@ from trainables import model as models  # noqa: E402
 from trainables.inference import quiet  # noqa: E402
 from trainables.loop import optimizer_for, train_loader  # noqa: E402
 from trainables.precision import autocast, autocast_dtype, cpu_flags  # noqa: E402
-from trainables.tasks import TASKS  # noqa: E402
+from trainables.kinds import TASKS  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "emotion" / "train.txt"
 MODEL = "packaged:all-minilm-l6-v2"
@@ -45,7 +45,7 @@ def tweets(rows: int, tokenizer, max_length: int) -> Dataset:
 def run(way: str, rows: Dataset, tokenizer, method: str, batch: int, precision: str, group: bool) -> dict:
     torch.manual_seed(0)
     device = torch.device("cpu")
-    net = models.build(MODEL, TASKS["single_label"], LABELS, method, {"lora_r": 16, "lora_alpha_ratio": 2, "target_modules": "all-linear"}, device, tokenizer.pad_token_id)
+    net = models.build_model(MODEL, TASKS["single_label"], LABELS, method, {"lora_r": 16, "lora_alpha_ratio": 2, "target_modules": "all-linear"}, device, tokenizer.pad_token_id)
     opt = optimizer_for(net, {"learning_rate": 1e-3 if method != "full" else 1e-4, "head_learning_rate": 1e-3, "weight_decay": 0.0})
     gen = torch.Generator().manual_seed(0)
     loader = train_loader(rows, {"batch_size": batch, "group_by_length": group}, DataCollatorWithPadding(tokenizer), gen, world=1)

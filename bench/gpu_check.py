@@ -44,12 +44,12 @@ def make_checkpoint(shape: str, folder: Path) -> str:
 
 def run(path: str, task_name: str, method: str, steps: int, batch: int, seq: int, checkpointing: bool = False) -> dict:
     from trainables import model as models
-    from trainables.tasks import TASKS
+    from trainables.kinds import TASKS
 
     task = TASKS[task_name]
     torch.cuda.reset_peak_memory_stats()
     device = torch.device("cuda")
-    net = models.build(path, task, ["negative", "positive"], method, {"lora_r": 16, "lora_alpha_ratio": 2, "target_modules": "all-linear"}, device, 0, checkpointing)
+    net = models.build_model(path, task, ["negative", "positive"], method, {"lora_r": 16, "lora_alpha_ratio": 2, "target_modules": "all-linear"}, device, 0, checkpointing)
     if method == "full":
         net.to(torch.bfloat16)  # full fine-tuning in bf16 (fp32 master weights would need 4x)
     trainable, total = models.count_params(net)
@@ -66,9 +66,9 @@ def run(path: str, task_name: str, method: str, steps: int, batch: int, seq: int
             t0 = time.perf_counter()
         ids = torch.randint(1, vocab, (batch, seq), device=device)
         kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        if task.kind == "classification":
+        if task.kind.name == "classification":
             kwargs["labels"] = torch.randint(0, 2, (batch,), device=device)
-        elif task.kind == "sft":
+        elif task.kind.name == "sft":
             kwargs["labels"] = ids
         else:
             kwargs["start_positions"] = torch.randint(0, seq, (batch,), device=device)

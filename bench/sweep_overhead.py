@@ -31,14 +31,13 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, get_scheduler, set_seed
 
-from sweeps.schema import to_dict
 from sweeps.study import Study, load_study
 from trainables import data as data_mod
-from trainables import hparams
-from trainables import classification
-from trainables.loop import schedule
-from trainables.model import build, load_tokenizer
-from trainables.tasks import TASKS
+from core import hparams
+from trainables.kinds import classification
+from core.schedule import schedule
+from trainables.model import build_model, load_tokenizer
+from trainables.kinds import TASKS
 
 STUDY = Path(__file__).with_name("emotion_bench.yaml")
 
@@ -52,14 +51,14 @@ def plain_run(study: Study, prepared: data_mod.PreparedData, config: dict[str, A
     set_seed(training.seed)
     hp = hparams.resolve(config)
     device = torch.device("cpu")
-    model = build(study.model, task, prepared.label_names, hp["method"], hp, device, prepared.tokenizer.pad_token_id)
+    model = build_model(study.model, task, prepared.label_names, hp["method"], hp, device, prepared.tokenizer.pad_token_id)
     collate = DataCollatorWithPadding(prepared.tokenizer)
     loader = DataLoader(prepared.splits["train"], batch_size=training.batch_size, shuffle=True, collate_fn=collate,
                         generator=torch.Generator().manual_seed(training.seed))
     eval_bs = training.eval_batch_size or 2 * training.batch_size
     val = DataLoader(prepared.splits["validation"], batch_size=eval_bs, collate_fn=collate, generator=torch.Generator())
-    plan = schedule(len(prepared.splits["train"]), to_dict(training), 1)
-    total, every = plan["total_steps"], plan["eval_every"]
+    plan = schedule(len(prepared.splits["train"]), training, 1)
+    total, every = plan.total_steps, plan.eval_every
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp["learning_rate"], weight_decay=hp["weight_decay"])
     lr_schedule = get_scheduler(hp["lr_scheduler"], optimizer, num_warmup_steps=int(hp["warmup_ratio"] * total), num_training_steps=total)
@@ -74,7 +73,7 @@ def plain_run(study: Study, prepared: data_mod.PreparedData, config: dict[str, A
             optimizer.zero_grad(set_to_none=True)
             step += 1
             if step % every == 0 or step == total:
-                metrics = classification.evaluate(model, val, prepared, "validation", device, task, {})[0]
+                metrics = classification.evaluate(model, val, prepared, "validation", device, task, training)[0]
             if step >= total:
                 break
     return {"f1_macro": metrics["f1_macro"], "seconds": time.perf_counter() - started}

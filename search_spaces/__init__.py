@@ -17,8 +17,8 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from sweeps.errors import StudyError
-from sweeps.schema import build
+from core.errors import StudyError
+from core.schema import parse
 
 SPACES_DIR = Path(__file__).parent
 
@@ -57,7 +57,7 @@ class Param:
             unknown = set(changes) - {"values", "low", "high", "value"}
             if unknown:
                 raise StudyError(f"{path}.per_method.{method}", f"cannot change {', '.join(sorted(unknown))} per method", "change values, low, high or value")
-            build(Param, {**dataclasses.asdict(self), "per_method": {}, **changes}, f"{path}.per_method.{method}")
+            parse(Param, {**dataclasses.asdict(self), "per_method": {}, **changes}, f"{path}.per_method.{method}")
 
     def for_method(self, method: str) -> "Param":
         """This param as ``method`` samples it (its ``per_method`` changes applied)."""
@@ -170,5 +170,5 @@ def load_space(name: str, overrides: Optional[dict[str, Any]] = None, path: str 
     params = {}
     for key, value in params_raw.items():
         where = f"{path}.overrides.{key}" if key in (overrides or {}) else f"search_spaces/{name}.yaml:{key}"
-        params[key] = build(Param, value, where)
+        params[key] = parse(Param, value, where)
     return SearchSpace(name=name, description=str(raw.get("description", "")), params=params)

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import ray
 
-from sweeps.errors import StudyError
+from core.errors import StudyError
 from trainables.trial import DRIVER_NODE_RESOURCE, DRIVER_NODE_SHARE, TRIAL_DRIVER_RESOURCES
 
 

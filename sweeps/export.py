@@ -24,7 +24,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from sweeps import runs, tracking
-from sweeps.errors import StudyError
+from core.errors import StudyError
 from sweeps.trial_artifacts import ADAPTER, ADAPTER_FILES
 from trainables.inference import EXPORT_INFO
 
@@ -49,7 +49,7 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
 
     from trainables.methods import METHODS
     from trainables.model import base_kwargs, load_base, load_tokenizer, load_trained, resolve
-    from trainables.tasks import TASKS
+    from trainables.kinds import TASKS
 
     settings = runs.parent_yaml(client, parent, runs.STUDY_FILE)
     data = runs.parent_yaml(client, parent, runs.DATA_FILE)
@@ -126,7 +126,7 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
 
 
 def model_card(info: dict[str, Any]) -> str:
-    from trainables.tasks import TASKS
+    from trainables.kinds import TASKS
 
     params = ", ".join(f"{k}={v}" for k, v in sorted(info["params"].items()))
     auto = TASKS[info["task"]].auto_model.__name__

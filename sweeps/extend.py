@@ -19,7 +19,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from sweeps import leaderboard, runs, tracking
-from sweeps.errors import StudyError
+from core.errors import StudyError
 from sweeps.optuna_view import as_optuna_study
 from sweeps.searchers import WarmStart
 from sweeps.study import Study

@@ -15,7 +15,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from search_spaces import Param
 from sweeps.leaderboard import TrialScore
-from sweeps.schema import build
+from core.schema import parse
 
 
 def distribution(p: Param) -> BaseDistribution | None:
@@ -51,7 +51,7 @@ def as_optuna_study(scores: list[TrialScore], space: dict[str, Any], methods: li
     ``failed_as_worst``: a trial that failed for good (diverged, out of memory, bad
     configuration: its run's ``error_kind``) counts as the worst score, as the live searcher
     was told (trainables.failures), not as a failure Optuna would ignore."""
-    params = {name: build(Param, raw, f"search_space.{name}") for name, raw in (space.get("params") or {}).items()}
+    params = {name: parse(Param, raw, f"search_space.{name}") for name, raw in (space.get("params") or {}).items()}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize", storage=storage, study_name=name)
     for t in sorted(scores, key=lambda s: s.run.info.start_time):

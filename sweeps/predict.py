@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Optional
 
 from sweeps import runs
-from sweeps.errors import StudyError
+from core.errors import StudyError
 from trainables.inference import EXPORT_INFO
-from trainables.tasks import TASKS
+from trainables.kinds import TASKS
 
 
 def cache_folder(trial_run_id: str) -> Path:
@@ -75,7 +75,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise StudyError("--pair", f"{len(pairs)} pairs for {len(texts)} texts", "give one --pair per text")
         client, parent = runs.find_parent(args.ref, args.tracking_uri)
         task = (runs.parent_yaml(client, parent, runs.STUDY_FILE) or {}).get("task")
-        if task in TASKS and TASKS[task].kind != "classification":
+        if task in TASKS and TASKS[task].kind.name != "classification":
             raise StudyError("study", f"{args.ref} is a {task} study; sweeps.predict labels texts of classification studies", "export it (python -m sweeps.export) and load it with transformers as its README.md shows")
         trial_id = runs.trial_of(client, parent, args.trial).info.run_id
         folder = cache_folder(trial_id)

@@ -24,7 +24,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from sweeps import error_analysis, leaderboard, runs
-from sweeps.errors import StudyError
+from core.errors import StudyError
 from trainables import eval_files
 
 # Leaderboard columns shown in the terminal (the files have all of them).

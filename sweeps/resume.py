@@ -15,7 +15,7 @@ from typing import Any, Collection, Optional
 import pyarrow.fs
 from mlflow.tracking import MlflowClient
 
-from sweeps.errors import StudyError
+from core.errors import StudyError
 
 STATE_FILE = "sweep_state.json"
 

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any, Optional
 
-from sweeps.errors import StudyError, SweepError
+from core.errors import StudyError, SweepError
 
 
 def parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from sweeps import tracking
-from sweeps.errors import StudyError
+from core.errors import StudyError
 
 # One progress bar per downloaded file drowns the report in the terminal.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

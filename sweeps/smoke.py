@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from sweeps.errors import StudyError
+from core.errors import StudyError
 from sweeps.study import Study
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".txt")

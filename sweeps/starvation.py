@@ -18,7 +18,7 @@ import ray
 from ray import tune
 from ray.tune.experiment import Trial
 
-from sweeps.errors import SweepError
+from core.errors import SweepError
 
 
 def describe(resources: dict[str, float]) -> str:

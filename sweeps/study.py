@@ -11,263 +11,19 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import yaml
 
+from core import hparams
+from core.errors import StudyError
+from core.schema import parse
+from core.specs import DataSpec, FinalSpec, ResourcesSpec, SchedulerSpec, SearchSpec, SpaceRef, TrackingSpec, TrainingSpec
 from search_spaces import SearchSpace, load_space
-from sweeps.errors import StudyError
-from sweeps.schema import build
-from trainables import hparams
+from trainables.kinds import TASKS
 from trainables.methods import METHODS
-from trainables.tasks import TASKS
 
 STUDIES_DIR = Path(__file__).parent / "studies"
-SPLITS = ("train", "validation", "test")
-
-
-@dataclasses.dataclass
-class Columns:
-    """Which data columns hold what. Multi-label data either has one column of label lists
-    (``label``) or one 0/1 column per label (``labels``). QA reads question/context/answers
-    (SQuAD layout: answers = {text: [..], answer_start: [..]}); instruction tuning reads
-    ``messages`` (a list of {role, content} or ShareGPT {from, value} turns)."""
-
-    text: str = "text"
-    text_pair: Optional[str] = None
-    label: Optional[str] = "label"
-    labels: Optional[list[str]] = None
-    question: str = "question"
-    context: str = "context"
-    answers: str = "answers"
-    id: str = "id"
-    messages: str = "conversations"
-
-
-@dataclasses.dataclass
-class DataSpec:
-    source: Literal["hub", "local", "generated"] = "local"
-    name: Optional[str] = None  # hub data set id, or generator name for source=generated
-    config: Optional[str] = None  # hub config name
-    files: dict[str, str] = dataclasses.field(default_factory=dict)  # split -> path (local)
-    format: Optional[Literal["csv", "tsv", "jsonl", "json", "squad", "lines"]] = None  # default: from the extension; squad = official nested SQuAD JSON; lines = one text per line, labels in label_files
-    label_files: dict[str, str] = dataclasses.field(default_factory=dict)  # format lines: split -> file of labels, line by line with files (TweetEval)
-    delimiter: Optional[str] = None  # csv only, e.g. ";"
-    column_names: Optional[list[str]] = None  # csv without a header row
-    splits: dict[str, Optional[str]] = dataclasses.field(default_factory=lambda: {"train": "train"})
-    columns: Columns = dataclasses.field(default_factory=Columns)
-    label_names: Optional[list[str]] = None
-    drop_labels: Optional[list[Any]] = None  # rows with these label values are dropped (SNLI: -1 = no gold label)
-    validation_fraction: float = 0.2  # stratified split of train when there is no validation split
-    # Pool every split and cut it anew, stratified, e.g. {train: 0.7, validation: 0.1, test: 0.2}
-    resplit: Optional[dict[str, float]] = None
-    max_train_rows: Optional[int] = None
-    max_eval_rows: Optional[int] = None
-    rows: Optional[int] = None  # generated data: how many rows
-
-    def validate(self, path: str) -> None:
-        for split in self.splits:
-            if split not in SPLITS:
-                raise StudyError(f"{path}.splits.{split}", "unknown split", f"use {', '.join(SPLITS)}")
-        if self.source == "hub" and not self.name:
-            raise StudyError(f"{path}.name", "a hub data set needs a name", "e.g. name: dair-ai/emotion")
-        if self.source == "local":
-            if "train" not in self.files:
-                raise StudyError(f"{path}.files.train", "local data needs a train file", "add files: {train: path/to/train.csv}")
-            for split, file in self.files.items():
-                if split not in SPLITS:
-                    raise StudyError(f"{path}.files.{split}", "unknown split", f"use {', '.join(SPLITS)}")
-                if not Path(file).expanduser().is_file():
-                    raise StudyError(f"{path}.files.{split}", f"no such file {file!r}", "fix the path (relative paths start at the current directory) or pass --data")
-        if self.source == "generated":
-            from trainables.data import GENERATORS
-
-            if self.name not in GENERATORS:
-                raise StudyError(f"{path}.name", f"unknown generator {self.name!r}", f"use one of {', '.join(GENERATORS)}")
-        if self.format == "lines":
-            for split in self.files:
-                if split != "test" and split not in self.label_files:
-                    raise StudyError(f"{path}.label_files.{split}", "format lines needs a labels file per split", f"add label_files: {{{split}: path/to/{split}_labels.txt}}")
-            for split, file in self.label_files.items():
-                if split not in self.files:
-                    raise StudyError(f"{path}.label_files.{split}", f"no text file for split {split!r}", f"add files.{split} or remove this labels file")
-                if not Path(file).expanduser().is_file():
-                    raise StudyError(f"{path}.label_files.{split}", f"no such file {file!r}", "fix the path (relative paths start at the current directory)")
-        elif self.label_files:
-            raise StudyError(f"{path}.label_files", "label files go with format: lines", "set data.format: lines, or remove label_files")
-        if self.resplit is not None:
-            if set(self.resplit) != {"train", "validation", "test"} or abs(sum(self.resplit.values()) - 1) > 1e-6 or min(self.resplit.values()) <= 0:
-                raise StudyError(f"{path}.resplit", f"{self.resplit} is not three positive shares of train, validation, test summing to 1", "use e.g. {train: 0.7, validation: 0.1, test: 0.2}")
-        if not 0 < self.validation_fraction < 1:
-            raise StudyError(f"{path}.validation_fraction", f"{self.validation_fraction} is not in (0, 1)", "use e.g. 0.2")
-        for key in ("max_train_rows", "max_eval_rows", "rows"):
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                raise StudyError(f"{path}.{key}", f"{value} rows", "use a positive number or remove the key")
-
-
-@dataclasses.dataclass
-class SpaceRef:
-    name: str
-    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass
-class SearchSpec:
-    algorithm: Literal["grid", "random", "optuna"] = "optuna"
-    num_samples: int = 8  # trials for random / optuna (a grid runs each of its points)
-    grid_repeats: int = 1  # grid only: run the whole grid this many times (same seed: shows run-to-run noise, e.g. GPU nondeterminism)
-    max_concurrent_trials: Optional[int] = None  # default: as many as the cluster fits
-    metric: str = "f1_macro"
-    mode: Literal["max", "min"] = "max"
-    seed: int = 0
-    # random / optuna: settings to try first (e.g. a paper's), each a complete point of the space
-    first_points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-
-    def validate(self, path: str) -> None:
-        if self.num_samples < 1:
-            raise StudyError(f"{path}.num_samples", f"{self.num_samples} trials", "use --num-samples N with N >= 1")
-        if self.grid_repeats < 1:
-            raise StudyError(f"{path}.grid_repeats", f"{self.grid_repeats}", "use >= 1")
-        if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
-            raise StudyError(f"{path}.max_concurrent_trials", f"{self.max_concurrent_trials}", "use a value >= 1 or remove it")
-
-
-@dataclasses.dataclass
-class SchedulerSpec:
-    name: Literal["none", "asha"] = "asha"
-    grace_period: int = 1  # eval points a trial always gets before it can be stopped
-    reduction_factor: int = 2  # keep the top 1/reduction_factor at each rung
-
-    def validate(self, path: str) -> None:
-        if self.grace_period < 1:
-            raise StudyError(f"{path}.grace_period", f"{self.grace_period}", "use >= 1 eval point")
-        if self.reduction_factor < 2:
-            raise StudyError(f"{path}.reduction_factor", f"{self.reduction_factor}", "use >= 2")
-
-
-@dataclasses.dataclass
-class TrainingSpec:
-    epochs: float = 1.0
-    max_steps: Optional[int] = None  # optimizer steps; overrides epochs
-    batch_size: int = 16  # per worker
-    eval_batch_size: Optional[int] = None  # default: 2 x batch_size
-    grad_accum: int = 1
-    max_length: int = 128  # tokens; longer texts are truncated
-    seed: int = 42
-    evals_per_epoch: int = 2  # eval points per epoch (what ASHA rungs count)
-    eval_every_steps: Optional[int] = None  # overrides evals_per_epoch
-    # Score the model before training too (before_* metrics, base-vs-tuned error analysis in the
-    # report); costs one validation pass per trial.
-    eval_base: bool = True
-    # Recompute activations in the backward pass: ~1/3 slower, far less memory (7B QLoRA at
-    # 2k tokens per batch: 23.7 GB without it, see bench/RESULTS.md).
-    gradient_checkpointing: bool = False
-    # Training forward passes in bf16 autocast (weights, optimizer and evaluation stay fp32): auto = where the
-    # hardware runs bf16 fast (CUDA with bf16, CPUs with AVX512-BF16 / AMX), else fp32.
-    # About 2x the examples/s on such CPUs (bench/RESULTS.md).
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    # Batches of similar-length examples (transformers' LengthGroupedSampler: shuffled, then
-    # sorted within windows of 50 batches): far less padding on texts of mixed length.
-    # Single-worker trials; DDP trials shuffle plainly.
-    group_by_length: bool = True
-    # Extractive QA: overlap of the windows a long context is cut into (tokens; < max_length / 2)
-    # and the longest answer span considered.
-    doc_stride: int = 128
-    max_answer_length: int = 30
-    # Instruction tuning: join examples into full max_length rows (more tokens per step; a
-    # search space may sample it), and how many validation prompts to answer for BLEU/ROUGE
-    # at each eval point (greedy; each costs up to max_new_tokens forward passes).
-    packing: bool = False
-    generate_samples: int = 16
-    max_new_tokens: int = 64
-
-    def validate(self, path: str) -> None:
-        positive = {
-            "epochs": self.epochs, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
-            "evals_per_epoch": self.evals_per_epoch, "doc_stride": self.doc_stride,
-            "max_answer_length": self.max_answer_length, "max_new_tokens": self.max_new_tokens,
-        }
-        for key in ("max_steps", "eval_every_steps", "eval_batch_size"):
-            if getattr(self, key) is not None:
-                positive[key] = getattr(self, key)
-        for key, value in positive.items():
-            if value <= 0:
-                raise StudyError(f"{path}.{key}", f"{value} must be > 0", "use a positive value")
-        if self.generate_samples < 0:
-            raise StudyError(f"{path}.generate_samples", f"{self.generate_samples}", "use 0 (no generation) or more")
-        if self.max_length < 8:
-            raise StudyError(f"{path}.max_length", f"{self.max_length} tokens", "use >= 8")
-
-
-@dataclasses.dataclass
-class ResourcesSpec:
-    workers: int = 1  # Ray Train workers per trial (> 1 = DDP)
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0  # fractional shares a GPU between trials
-    start_timeout_s: float = 120.0  # a trial that cannot get its workers in this long fails
-    # On a cluster whose autoscaler can add a node that fits a trial, the wait instead (cloud
-    # GPU nodes take 3-10 min to boot and set up).
-    autoscale_timeout_s: float = 900.0
-    # torch.distributed backend of multi-worker (DDP) trials: null = Ray's choice (nccl when
-    # workers have GPUs, else gloo); gloo where the "GPUs" are only Ray resources (tests).
-    backend: Optional[str] = None
-    # Restarts of a trial after a worker crash, each from the trial's last checkpoint (eval
-    # point): its workers first (Ray Train), then the whole trial if its driver was lost (Tune).
-    # 0 on one machine, where a crash is a bug; the cluster studies use 3. Errors that would
-    # repeat (NaN loss, out of memory, a configuration the model rejects) are never retried.
-    max_failures: int = 0
-    # Restarts after a node preemption (spot reclaim), counted apart from max_failures, as Ray
-    # Train does: -1 = no limit (a preemption says nothing about the trial).
-    max_preemptions: int = -1
-
-    def validate(self, path: str) -> None:
-        if self.workers < 1:
-            raise StudyError(f"{path}.workers", f"{self.workers}", "use >= 1")
-        if self.cpus_per_worker <= 0:
-            raise StudyError(f"{path}.cpus_per_worker", f"{self.cpus_per_worker}", "use > 0")
-        if self.gpus_per_worker < 0 or (self.gpus_per_worker > 1 and not float(self.gpus_per_worker).is_integer()):
-            raise StudyError(f"{path}.gpus_per_worker", f"{self.gpus_per_worker}", "use a fraction <= 1 or a whole number")
-        if self.max_failures < 0:
-            raise StudyError(f"{path}.max_failures", f"{self.max_failures}", "use 0 (no restarts) or more")
-        if self.max_preemptions < -1:
-            raise StudyError(f"{path}.max_preemptions", f"{self.max_preemptions}", "use -1 (no limit), 0 (no restarts) or more")
-        if self.backend not in (None, "nccl", "gloo"):
-            raise StudyError(f"{path}.backend", f"{self.backend!r}", "use nccl, gloo, or leave it out (Ray picks)")
-        for key in ("start_timeout_s", "autoscale_timeout_s"):
-            if getattr(self, key) <= 0:
-                raise StudyError(f"{path}.{key}", f"{getattr(self, key)}", "use > 0 seconds")
-
-
-@dataclasses.dataclass
-class FinalSpec:
-    """After the search, train its best configurations properly (multi-fidelity search, as
-    Hyperband / BOHB spend budget: search cheap on a subset or a short schedule, then give the
-    winners all the data and the long schedule). Runs under the same MLflow parent, child runs
-    tagged ``stage=final``; the final model is what report, export and predict use."""
-
-    top_k: int = 1  # best search configurations to retrain
-    seeds: int = 1  # runs per configuration (seeds training.seed, +1, ...): the pick is the best mean, the spread is logged
-    data: Literal["full", "search"] = "full"  # full: every row (data.max_train_rows / max_eval_rows lifted); search: the search's rows
-    epochs: Optional[float] = None  # the final schedule; default: training.epochs
-    max_steps: Optional[int] = None  # optimizer steps instead of epochs (smoke runs)
-    cpus_per_worker: Optional[float] = None  # default: resources.cpus_per_worker; a final run alone may take the whole node
-    max_concurrent_trials: Optional[int] = None  # default: as many as fit
-
-    def validate(self, path: str) -> None:
-        for key in ("top_k", "seeds"):
-            if getattr(self, key) < 1:
-                raise StudyError(f"{path}.{key}", f"{getattr(self, key)}", "use >= 1")
-        for key in ("epochs", "max_steps", "cpus_per_worker", "max_concurrent_trials"):
-            value = getattr(self, key)
-            if value is not None and value <= 0:
-                raise StudyError(f"{path}.{key}", f"{value} must be > 0", "use a positive value or remove the key")
-
-
-@dataclasses.dataclass
-class TrackingSpec:
-    experiment: Optional[str] = None  # MLflow experiment; default: the study name
-    tracking_uri: Optional[str] = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
@@ -292,27 +48,21 @@ class Study:
     space: Optional[SearchSpace] = dataclasses.field(default=None, init=False, repr=False)
 
     def validate(self, path: str) -> None:
-        if self.task not in TASKS:
-            near = difflib.get_close_matches(self.task, list(TASKS), n=1)
-            raise StudyError("task", f"unknown task {self.task!r}", f"did you mean {near[0]!r}?" if near else f"use one of {', '.join(TASKS)}")
-        task = TASKS[self.task]
+        task = TASKS.get(self.task, "task")
         if not self.methods:
             raise StudyError("methods", "no methods", f"list one or more of {', '.join(METHODS)}")
         for i, m in enumerate(self.methods):
-            if m not in METHODS:
-                near = difflib.get_close_matches(m, list(METHODS), n=1)
-                raise StudyError(f"methods[{i}]", f"unknown method {m!r}", f"did you mean {near[0]!r}?" if near else f"use one of {', '.join(METHODS)}")
-            if task.kind not in METHODS[m].kinds:
-                fits = [n for n, spec in METHODS.items() if task.kind in spec.kinds]
-                raise StudyError(f"methods[{i}]", f"method {m!r} does not apply to {task.kind} tasks", f"use one of {', '.join(fits)}")
+            if not METHODS.get(m, f"methods[{i}]").applies_to(task.kind):
+                fits = [n for n, spec in METHODS.items() if spec.applies_to(task.kind)]
+                raise StudyError(f"methods[{i}]", f"method {m!r} does not apply to {task.kind.name} tasks", f"use one of {', '.join(fits)}")
         if self.search.metric not in task.metrics:
             raise StudyError("search.metric", f"task {self.task} does not produce {self.search.metric!r}", f"use one of {', '.join(task.metrics)}")
-        if task.needs_text_pair and not self.data.columns.text_pair:
-            raise StudyError("data.columns.text_pair", f"task {self.task} needs a second text column", "set data.columns.text_pair")
-        if task.multi_label and not (self.data.columns.labels or self.data.columns.label):
-            raise StudyError("data.columns.labels", "multi-label data needs label columns", "set labels: [col, ...] or label: <column of lists>")
-        if task.kind == "qa" and self.training.doc_stride >= self.training.max_length // 2:
-            raise StudyError("training.doc_stride", f"{self.training.doc_stride} overlaps too much for max_length {self.training.max_length}", "use a stride below max_length / 2 (e.g. 128 for 384)")
+        task.kind.check(task, self.data, self.training)
+        if self.data.source == "generated":
+            from trainables.data import GENERATORS
+
+            if self.data.name not in GENERATORS:
+                raise StudyError("data.name", f"unknown generator {self.data.name!r}", f"use one of {', '.join(GENERATORS)}")
         self._validate_model()
         self.space = load_space(self.search_space.name, self.search_space.overrides).for_methods(self.methods)
         for name, param in self.space.params.items():
@@ -424,4 +174,4 @@ def load_study(ref: str, sets: Optional[list[str]] = None) -> Study:
     raw.setdefault("name", path.stem)
     for assignment in sets or []:
         apply_set(raw, assignment)
-    return build(Study, raw)
+    return parse(Study, raw)

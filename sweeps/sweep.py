@@ -21,19 +21,20 @@ import yaml
 from ray import tune
 from ray.tune.search import Searcher
 
+from core.schedule import StepPlan, schedule
 from sweeps import cluster, extend, final_stage, resume, runs, tracking
 from sweeps.starvation import StarvationGuard
 from sweeps.storage import storage_root
 from sweeps.schedulers import SCHEDULERS
-from sweeps.schema import to_dict
+from core.schema import to_dict
 from sweeps.searchers import SEARCHERS, GridSearcher, trial_count
 from sweeps.study import Study
 from trainables import data as data_mod
 from trainables.failures import trial_failure
-from trainables.floors import NO_SFT_FLOOR, Floor, floor_verdict
-from trainables.loop import schedule
+from trainables.floors import Floor, floor_verdict
 from trainables.model import check_architecture, load_tokenizer
-from trainables.tasks import TASKS
+from trainables.kinds import TASKS
+from trainables.spec import TrialSpec
 from trainables.trial import run_trial
 
 # A failed trial reports the worst score, +-inf, on purpose (trainables.failures); Tune's
@@ -61,13 +62,19 @@ def study_settings(study: Study) -> dict[str, Any]:
     return tracking.redact_all(tracking.flatten(plain))
 
 
+def trial_spec(study: Study, run_name: str) -> TrialSpec:
+    """What each trial (driver and workers) receives of the study."""
+    return TrialSpec(
+        model=study.model, task=TASKS[study.task], training=study.training, resources=study.resources,
+        metric=study.search.metric, mode=study.search.mode,
+        train_storage=f"{storage_root(study)}/{run_name}/_train",
+        worker_start_timeout_s=cluster.start_timeout(study.resources),
+    )
+
+
 def trainable(study: Study, data_ref: Any, run_name: str) -> Any:
-    """The Tune trainable: ``run_trial`` with the study and the tokenized data bound to it."""
-    plain = to_dict(study)
-    plain.pop("space", None)
-    plain["train_storage"] = f"{storage_root(study)}/{run_name}/_train"
-    plain["worker_start_timeout_s"] = cluster.start_timeout(study.resources)
-    return tune.with_resources(tune.with_parameters(run_trial, study=plain, data=[data_ref]), cluster.driver_resources())
+    """The Tune trainable: ``run_trial`` with the trial spec and the tokenized data bound to it."""
+    return tune.with_resources(tune.with_parameters(run_trial, spec=trial_spec(study, run_name), data=[data_ref]), cluster.driver_resources())
 
 
 def trial_dirname(trial: Any) -> str:
@@ -76,7 +83,7 @@ def trial_dirname(trial: Any) -> str:
     return str(trial)
 
 
-def build_tuner(study: Study, data_ref: Any, plan: dict[str, int], max_concurrent: int, run_name: str, callbacks: list[Any], searcher: Optional[Searcher] = None, num_samples: Optional[int] = None) -> tune.Tuner:
+def build_tuner(study: Study, data_ref: Any, plan: StepPlan, max_concurrent: int, run_name: str, callbacks: list[Any], searcher: Optional[Searcher] = None, num_samples: Optional[int] = None) -> tune.Tuner:
     """The Tuner(trainable, param_space, tune_config, run_config) for a validated study
     (``searcher``/``num_samples``: given points instead of the study's search, as the final
     stage runs)."""
@@ -95,7 +102,7 @@ def build_tuner(study: Study, data_ref: Any, plan: dict[str, int], max_concurren
             metric=search.metric,
             mode=search.mode,
             search_alg=searcher,
-            scheduler=SCHEDULERS[study.scheduler.name](study.scheduler, plan["eval_points"]),
+            scheduler=SCHEDULERS[study.scheduler.name](study.scheduler, plan.eval_points),
             num_samples=num_samples,
             max_concurrent_trials=max_concurrent,
             trial_dirname_creator=trial_dirname,
@@ -175,19 +182,18 @@ def run_study(study: Study, address: Optional[str] = None, local: bool = False, 
     task = TASKS[study.task]
     tokenizer = load_tokenizer(study.model)
     check_architecture(study.model, task)
-    training = to_dict(study.training)
-    prepared = task.kind_module.prepare(study.data, task, tokenizer, training, study.training.seed)
+    prepared = task.kind.prepare(study.data, task, tokenizer, study.training, study.training.seed)
     final: Optional[tuple[Study, data_mod.PreparedData]] = None
     if study.final is not None:
         final_study = final_stage.study_for_final(study)
         own = final_stage.needs_own_data(study)
-        final = (final_study, task.kind_module.prepare(final_study.data, task, tokenizer, training, study.training.seed) if own else prepared)
+        final = (final_study, task.kind.prepare(final_study.data, task, tokenizer, final_study.training, study.training.seed) if own else prepared)
     # Floors are fitted on the rows the study's model trains on (the final stage's, if any).
-    floors = task.kind_module.floors(final[1] if final else prepared, task, study.training.seed)
+    floors = task.kind.floors(final[1] if final else prepared, task, study.training.seed)
     prepared = dataclasses.replace(prepared, raw=None)  # the trials need the tokenized splits only
     if final is not None:
         final = (final[0], dataclasses.replace(final[1], raw=None))
-    plan = schedule(len(prepared.splits["train"]), training, study.resources.workers)
+    plan = schedule(len(prepared.splits["train"]), study.training, study.resources.workers)
 
     started = cluster.connect(address, local)
     try:
@@ -220,7 +226,7 @@ def _run_final(stage: FinalStage, results: tune.ResultGrid, run_name: str, callb
     else:
         configs = final_stage.top_configs(results, search.metric, search.mode, study.final.top_k)
         chosen = final_stage.points(configs, study.final.seeds, study.training.seed)
-        plan = schedule(len(stage.data.splits["train"]), to_dict(study.training), study.resources.workers)
+        plan = schedule(len(stage.data.splits["train"]), study.training, study.resources.workers)
         grid = GridSearcher(chosen, metric=search.metric, mode=search.mode)
         tuner = build_tuner(study, data_ref, plan, stage.max_concurrent, name, callbacks, searcher=grid, num_samples=len(chosen))
     final_results = tuner.fit()
@@ -235,7 +241,7 @@ def _counts(results: tune.ResultGrid) -> dict[str, int]:
     return counts
 
 
-def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], max_concurrent: int, previous: Optional[dict[str, Any]], floors: list[Floor], stage: Optional[FinalStage], extension: Optional[extend.Extension] = None) -> SweepOutcome:
+def _sweep(study: Study, prepared: data_mod.PreparedData, plan: StepPlan, max_concurrent: int, previous: Optional[dict[str, Any]], floors: list[Floor], stage: Optional[FinalStage], extension: Optional[extend.Extension] = None) -> SweepOutcome:
     storage = storage_root(study)
     run_name = previous["run_name"] if previous else f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}{'-extend' if extension else ''}"
     uri = tracking.tracking_uri(study.tracking.tracking_uri)
@@ -246,8 +252,8 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: dict[str, int], 
         "data.train_rows": len(prepared.splits["train"]),
         "data.validation_rows": len(prepared.splits["validation"]),
         "data.labels": ",".join(prepared.label_names),
-        "plan.total_steps": plan["total_steps"],
-        "plan.eval_points": plan["eval_points"],
+        "plan.total_steps": plan.total_steps,
+        "plan.eval_points": plan.eval_points,
         "plan.max_concurrent_trials": max_concurrent,
     }
     if stage is not None:
@@ -340,5 +346,5 @@ def log_floors(floors: list[Floor], study: Study) -> None:
     """The floors as parent metrics (``floor_<name>_<metric>``) and ``floors.json``."""
     for floor in floors:
         mlflow.log_metrics(floor.metrics())
-    why = NO_SFT_FLOOR if TASKS[study.task].kind == "sft" else None
+    why = TASKS[study.task].kind.no_floor_because
     mlflow.log_dict({"floors": [dataclasses.asdict(f) for f in floors], "none_because": why}, runs.FLOORS_FILE)

@@ -39,7 +39,7 @@ def check_reachable(uri: str) -> None:
     does not answer or refuses our credentials, a SQLite file in a folder that does not exist.
     (A store that goes away mid-sweep is retried by MLflow's own client: ~4 min by default,
     MLFLOW_HTTP_REQUEST_MAX_RETRIES / _BACKOFF_FACTOR set more.)"""
-    from sweeps.errors import StudyError
+    from core.errors import StudyError
 
     fix = "start it (mlflow server ...), fix the URI, or leave tracking.tracking_uri and MLFLOW_TRACKING_URI unset for ./mlflow.db"
     if uri.startswith("sqlite:///"):

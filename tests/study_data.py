@@ -49,17 +49,17 @@ def chat_rows(n: int, seed: int) -> list[list[dict]]:
 
 def write(study: Study, folder: Path, rows: int = 48, seed: int = 0) -> Path:
     """Write train/validation(/test) files for ``study`` into ``folder``; returns the folder."""
-    from trainables.tasks import TASKS
+    from trainables.kinds import TASKS
 
     folder.mkdir(parents=True, exist_ok=True)
     task, cols = TASKS[study.task], study.data.columns
-    if task.kind == "qa":
+    if task.kind.name == "qa":
         for split, n, s in (("train", rows, seed), ("validation", rows // 2, seed + 1)):
             with open(folder / f"{split}.jsonl", "w") as f:
                 for r in qa_rows(n, s, 0.3 if task.allow_no_answer else 0.0):
                     f.write(json.dumps({cols.id: r["id"], "title": r["title"], cols.context: r["context"], cols.question: r["question"], cols.answers: r["answers"]}) + "\n")
         return folder
-    if task.kind == "sft":
+    if task.kind.name == "sft":
         with open(folder / "train.jsonl", "w") as f:
             for conv in chat_rows(rows, seed):
                 f.write(json.dumps({cols.messages: conv, "source": "generated"}) + "\n")

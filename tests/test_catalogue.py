@@ -57,7 +57,7 @@ def tiny_models(tmp_path_factory):
 
     def get(fam: str) -> str:
         if fam not in cache:
-            cache[fam] = str(tiny.build(fam, root / fam))
+            cache[fam] = str(tiny.write_tiny_model(fam, root / fam))
         return cache[fam]
 
     return get
@@ -94,7 +94,7 @@ def smoke_runs(tmp_path_factory, tiny_models) -> dict[str, tuple[int, Path, floa
 @pytest.mark.ray
 @pytest.mark.parametrize("name", CATALOGUE)
 def test_study_runs_end_to_end_in_smoke_mode(name, smoke_runs):
-    from trainables.tasks import TASKS
+    from trainables.kinds import TASKS
 
     rc, workdir, _ = smoke_runs[name]
     assert rc == 0, (workdir / "driver.log").read_text()[-3000:]
@@ -123,7 +123,7 @@ def test_study_runs_end_to_end_in_smoke_mode(name, smoke_runs):
             assert key in run.data.metrics, (name, key)
         assert len(client.get_metric_history(run.info.run_id, metric)) == (2 if status == "completed" else 1)  # an eval after each of 2 steps
         files = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
-        assert EVAL_FILE[task.kind] in files, files
+        assert EVAL_FILE[task.kind.name] in files, files
         assert client.list_artifacts(run.info.run_id, "adapter")
         if run.data.tags["method"] in ("ia3", "full", "head"):
             assert "lora_r" not in run.data.params  # conditional space: no rank without LoRA
@@ -151,7 +151,7 @@ def test_study_runs_end_to_end_in_smoke_mode(name, smoke_runs):
     if study.search.algorithm == "random":
         lr = study.space.params["learning_rate"]
         assert all(lr.low <= float(r.data.params["learning_rate"]) <= lr.high for r in kids)
-    if task.kind == "classification" and not task.multi_label and study.data.label_names:  # per-class accuracy
+    if task.kind.name == "classification" and not task.multi_label and study.data.label_names:  # per-class accuracy
         assert {f"class_accuracy_{n}" for n in study.data.label_names} <= set(kids[0].data.metrics)
 
     check_floors(client, parent, task, metric, (workdir / "driver.log").read_text())
@@ -166,10 +166,10 @@ def check_floors(client, parent, task, metric: str, log: str) -> None:
     with open(path) as f:
         logged = json.load(f)
     names = [f["name"] for f in logged["floors"]]
-    if task.kind == "sft":
+    if task.kind.name == "sft":
         assert names == [] and "zero-shot" in logged["none_because"]
         return
-    assert names == (["majority", "tfidf_logreg"] if task.kind == "classification" else ["best_sentence"])
+    assert names == (["majority", "tfidf_logreg"] if task.kind.name == "classification" else ["best_sentence"])
     assert f"floor_{names[-1]}_{metric}" in parent.data.metrics
     # Two steps of a random tiny model on a few generated rows: either side of the floor (a
     # fitted TF-IDF on 32 rows is weak too); the console line and the tag must agree.
@@ -194,9 +194,9 @@ def check_exports(client, parent_id, kids, task, workdir) -> None:
         if info["merged"]:
             assert type(model).__name__.endswith(task.auto_model.__name__.replace("AutoModel", ""))
         assert info["merged"] == (run.data.tags["method"] in ("full", "head")) and info["task"] == task.name
-        if task.kind != "classification":
+        if task.kind.name != "classification":
             with torch.no_grad():
-                enc = tokenizer(["when was it built?"], ["it was built in 1990."], return_tensors="pt") if task.kind == "qa" else tokenizer(["hello there"], return_tensors="pt")
+                enc = tokenizer(["when was it built?"], ["it was built in 1990."], return_tensors="pt") if task.kind.name == "qa" else tokenizer(["hello there"], return_tensors="pt")
                 if "token_type_ids" not in tokenizer.model_input_names:  # decoders take none
                     enc.pop("token_type_ids", None)
                 model(**enc)

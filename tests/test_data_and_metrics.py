@@ -7,17 +7,17 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from sweeps.errors import StudyError
-from sweeps.schema import build
+from core.errors import StudyError
+from core.schema import parse
 from sweeps.study import DataSpec
 from trainables import data
 from trainables.metrics import classification_metrics
 from trainables.model import load_tokenizer
-from trainables.tasks import TASKS
+from trainables.kinds import TASKS
 
 
 def test_generated_data_is_stratified(minilm_path):
-    spec = build(DataSpec, {"source": "generated", "name": "emotion", "rows": 600})
+    spec = parse(DataSpec, {"source": "generated", "name": "emotion", "rows": 600})
     ds, names = data.load_splits(spec, TASKS["single_label"], seed=3)
     assert set(ds) == {"train", "validation", "test"} and len(names) == 6
     assert len(ds["validation"]) == 120
@@ -34,7 +34,7 @@ def test_local_csv_pairs_and_string_labels(tmp_path):
     path = tmp_path / "snli.csv"
     lines = ["premise;hypothesis;gold"] + [f"a man sits {i};someone sits;{['entail', 'neutral', 'contra'][i % 3]}" for i in range(60)]
     path.write_text("\n".join(lines) + "\n")
-    spec = build(DataSpec, {"source": "local", "files": {"train": str(path)}, "delimiter": ";", "columns": {"text": "premise", "text_pair": "hypothesis", "label": "gold"}})
+    spec = parse(DataSpec, {"source": "local", "files": {"train": str(path)}, "delimiter": ";", "columns": {"text": "premise", "text_pair": "hypothesis", "label": "gold"}})
     ds, names = data.load_splits(spec, TASKS["sentence_pair"], seed=0)
     assert names == ["contra", "entail", "neutral"]
     assert set(ds["train"].column_names) == {"text", "text_pair", "labels"}
@@ -46,7 +46,7 @@ def test_multi_label_from_one_hot_columns(tmp_path):
 
     rows = [{"Tweet": f"t{i}", "anger": i % 2, "joy": (i // 2) % 2, "fear": 0} for i in range(40)]
     path.write_text("\n".join(json.dumps(r) for r in rows))
-    spec = build(DataSpec, {"source": "local", "files": {"train": str(path)}, "columns": {"text": "Tweet", "labels": ["anger", "joy", "fear"]}})
+    spec = parse(DataSpec, {"source": "local", "files": {"train": str(path)}, "columns": {"text": "Tweet", "labels": ["anger", "joy", "fear"]}})
     ds, names = data.load_splits(spec, TASKS["multi_label"], seed=0)
     assert names == ["anger", "joy", "fear"]
     assert all(len(v) == 3 for v in ds["train"]["labels"])
@@ -55,7 +55,7 @@ def test_multi_label_from_one_hot_columns(tmp_path):
 def test_unknown_label_value_is_a_study_error(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("text,label\n" + "".join(f"x{i},{'pos' if i % 2 else 'neg'}\n" for i in range(20)))
-    spec = build(DataSpec, {"source": "local", "files": {"train": str(path)}, "label_names": ["pos", "neutral"]})
+    spec = parse(DataSpec, {"source": "local", "files": {"train": str(path)}, "label_names": ["pos", "neutral"]})
     with pytest.raises(StudyError, match="data.label_names: label 'neg'"):
         data.load_splits(spec, TASKS["single_label"], seed=0)
 
@@ -91,17 +91,17 @@ def test_text_lines_with_label_lines_load_as_tweeteval_ships_them(tmp_path):
     texts = ['"so happy", she said; really', "i am furious, truly", "meh"] * 10
     (tmp_path / "t.txt").write_text("\n".join(texts) + "\n")
     (tmp_path / "l.txt").write_text("\n".join(["1", "0", "2"] * 10) + "\n")
-    spec = build(DataSpec, {"format": "lines", "files": {"train": str(tmp_path / "t.txt")}, "label_files": {"train": str(tmp_path / "l.txt")}, "label_names": ["anger", "joy", "optimism"]})
+    spec = parse(DataSpec, {"format": "lines", "files": {"train": str(tmp_path / "t.txt")}, "label_files": {"train": str(tmp_path / "l.txt")}, "label_names": ["anger", "joy", "optimism"]})
     ds, names = data.load_splits(spec, TASKS["single_label"], seed=0)
     assert names == ["anger", "joy", "optimism"] and len(ds["train"]) + len(ds["validation"]) == 30
     row = next(r for r in ds["train"] if r["text"].startswith('"so happy"'))
     assert row["text"] == texts[0] and row["labels"] == 1
 
     (tmp_path / "short.txt").write_text("1\n0\n")
-    spec = build(DataSpec, {"format": "lines", "files": {"train": str(tmp_path / "t.txt")}, "label_files": {"train": str(tmp_path / "short.txt")}})
+    spec = parse(DataSpec, {"format": "lines", "files": {"train": str(tmp_path / "t.txt")}, "label_files": {"train": str(tmp_path / "short.txt")}})
     with pytest.raises(StudyError, match=r"data.label_files.train: 2 labels for 30 texts"):
         data.load_splits(spec, TASKS["single_label"], seed=0)
     with pytest.raises(StudyError, match=r"label_files.train: format lines needs a labels file per split"):
-        build(DataSpec, {"format": "lines", "files": {"train": str(tmp_path / "t.txt")}})
+        parse(DataSpec, {"format": "lines", "files": {"train": str(tmp_path / "t.txt")}})
     with pytest.raises(StudyError, match=r"label_files: label files go with format: lines"):
-        build(DataSpec, {"files": {"train": str(tmp_path / "t.txt")}, "label_files": {"train": str(tmp_path / "l.txt")}})
+        parse(DataSpec, {"files": {"train": str(tmp_path / "t.txt")}, "label_files": {"train": str(tmp_path / "l.txt")}})

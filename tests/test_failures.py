@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,10 +15,11 @@ from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
 from ray.train.v2._internal.execution.failure_handling import FailureDecision
 from ray.train.v2.api.exceptions import WorkerGroupError
 
+from core.specs import TrainingSpec
 from trainables import failures, loop
 from trainables.failures import FailFastPolicy, TrialDiverged, TrialOutOfMemory
 
-TRAINING = {"batch_size": 32, "max_length": 256}
+TRAINING = TrainingSpec(batch_size=32, max_length=256)
 
 
 @pytest.mark.parametrize("exc, deterministic", [
@@ -61,12 +63,12 @@ def test_errors_travel_between_processes_intact():
 
 
 def test_out_of_memory_names_the_knobs_to_lower(monkeypatch):
-    def oom(cfg):
+    def oom(*args):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(loop, "_train", oom)
+    monkeypatch.setattr(loop, "TrialRecipe", oom)
     with pytest.raises(TrialOutOfMemory) as caught:
-        loop.train_worker({"study": {"training": TRAINING}, "hparams": {"method": "qlora"}})
+        loop.train_worker({"spec": SimpleNamespace(training=TRAINING), "hparams": {"method": "qlora"}, "data": [None]})
     text = str(caught.value)
     for knob in ("training.batch_size=32", "training.max_length=256", "training.grad_accum", "training.gradient_checkpointing: true", "method=qlora"):
         assert knob in text

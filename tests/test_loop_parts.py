@@ -11,12 +11,13 @@ from datasets import Dataset
 from transformers import DataCollatorWithPadding
 
 from search_spaces import load_space
-from sweeps.errors import StudyError
+from core.errors import StudyError
+from core.specs import TrainingSpec
 from sweeps.searchers import DefineByRun
 from trainables import model as models
 from trainables.loop import optimizer_for, train_loader
 from trainables.precision import autocast, autocast_dtype
-from trainables.tasks import TASKS
+from trainables.kinds import TASKS
 
 CPU = torch.device("cpu")
 
@@ -35,7 +36,7 @@ def test_every_method_trains_and_evaluates_in_both_precisions(minilm_path, metho
     """The bf16 path runs on any CPU when forced (slowly where it is emulated), so both paths
     are tested here whatever this machine's flags."""
     tok = models.load_tokenizer(minilm_path)
-    net = models.build(minilm_path, TASKS["single_label"], ["a", "b"], method, {"lora_r": 4}, CPU, tok.pad_token_id)
+    net = models.build_model(minilm_path, TASKS["single_label"], ["a", "b"], method, {"lora_r": 4}, CPU, tok.pad_token_id)
     batch = dict(tok(["so glad today", "this is awful", "fine", "meh"], padding=True, return_tensors="pt"))
     labels = torch.tensor([0, 1, 0, 1])
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3)
@@ -73,7 +74,7 @@ def test_length_grouped_batches_pad_less_and_replay_from_the_generator_state(min
     def padded_tokens(group: bool, seed: int = 0) -> tuple[int, list]:
         gen = torch.Generator().manual_seed(seed)
         state = gen.get_state()
-        loader = train_loader(rows, {"batch_size": 16, "group_by_length": group}, collate, gen, world=1)
+        loader = train_loader(rows, TrainingSpec(batch_size=16, group_by_length=group), collate, gen, world=1)
         gen.set_state(state)
         global_rng = torch.get_rng_state()
         first = [b["input_ids"].shape for b in loader]
@@ -92,7 +93,7 @@ def test_length_grouped_batches_pad_less_and_replay_from_the_generator_state(min
 
 def test_the_fresh_head_gets_its_own_learning_rate(minilm_path):
     tok = models.load_tokenizer(minilm_path)
-    net = models.build(minilm_path, TASKS["single_label"], ["a", "b"], "full", {}, CPU, tok.pad_token_id)
+    net = models.build_model(minilm_path, TASKS["single_label"], ["a", "b"], "full", {}, CPU, tok.pad_token_id)
     opt = optimizer_for(net, {"learning_rate": 1e-4, "head_learning_rate": 1e-3, "weight_decay": 0.0})
     lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
     named = dict(net.named_parameters())

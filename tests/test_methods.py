@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainables import model as models
-from trainables.tasks import TASKS
+from trainables.kinds import TASKS
 
 HP = {"lora_r": 4, "lora_alpha_ratio": 2, "lora_dropout": 0.0}
 
@@ -18,7 +18,7 @@ HP = {"lora_r": 4, "lora_alpha_ratio": 2, "lora_dropout": 0.0}
 def test_method_trains_and_saves_adapter_only(method, which, request, tmp_path):
     ref = request.getfixturevalue("minilm_path" if which == "minilm" else "tiny_llama")
     tok = models.load_tokenizer(ref)
-    net = models.build(ref, TASKS["single_label"], ["a", "b", "c"], method, HP, torch.device("cpu"), tok.pad_token_id)
+    net = models.build_model(ref, TASKS["single_label"], ["a", "b", "c"], method, HP, torch.device("cpu"), tok.pad_token_id)
     trainable, total = models.count_params(net)
     assert 0 < trainable < total / 10
     if method == "qlora":
@@ -55,7 +55,7 @@ def test_method_trains_and_saves_adapter_only(method, which, request, tmp_path):
 
 def test_multi_label_head(tiny_llama):
     tok = models.load_tokenizer(tiny_llama)
-    net = models.build(tiny_llama, TASKS["multi_label"], ["x", "y", "z", "w"], "lora", HP, torch.device("cpu"), tok.pad_token_id)
+    net = models.build_model(tiny_llama, TASKS["multi_label"], ["x", "y", "z", "w"], "lora", HP, torch.device("cpu"), tok.pad_token_id)
     batch = tok(["a b c", "d"], padding=True, return_tensors="pt")
     out = net(**batch, labels=torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 1]]))
     assert out.logits.shape == (2, 4) and torch.isfinite(out.loss)
@@ -68,7 +68,7 @@ def test_baselines_train_the_right_weights_and_checkpoint_round_trips(minilm_pat
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(minilm_path)
-    net = models.build(minilm_path, TASKS["single_label"], ["a", "b", "c"], method, HP, torch.device("cpu"), tok.pad_token_id)
+    net = models.build_model(minilm_path, TASKS["single_label"], ["a", "b", "c"], method, HP, torch.device("cpu"), tok.pad_token_id)
     trainable, total = models.count_params(net)
     names = [n for n, p in net.named_parameters() if p.requires_grad]
     if method == "full":
@@ -82,14 +82,14 @@ def test_baselines_train_the_right_weights_and_checkpoint_round_trips(minilm_pat
     models.save_trained(net, str(tmp_path), method)
     saved = {p.name for p in tmp_path.iterdir()}
     assert saved == ({"head.safetensors"} if method == "head" else {"config.json", "model.safetensors"})
-    fresh = models.build(minilm_path, TASKS["single_label"], ["a", "b", "c"], method, HP, torch.device("cpu"), tok.pad_token_id)
+    fresh = models.build_model(minilm_path, TASKS["single_label"], ["a", "b", "c"], method, HP, torch.device("cpu"), tok.pad_token_id)
     models.load_trained(fresh, str(tmp_path))
     for (n, a), (_, b) in zip(net.state_dict().items(), fresh.state_dict().items()):
         assert torch.equal(a, b), n
 
 
 def test_head_is_refused_for_instruction_tuning(tiny_llama, tmp_path):
-    from sweeps.errors import StudyError
+    from core.errors import StudyError
     from sweeps.study import load_study
     from tests.conftest import base_study, write_study
 
@@ -104,7 +104,7 @@ def test_baselines_and_qlora_on_qa_and_instruction_models(tiny_llama, tmp_path, 
     with the baselines too; the QA head loads the Llama backbone's weights (not a random one)."""
     from safetensors.torch import load_file
 
-    net = models.build(tiny_llama, TASKS[task], [], method, HP, torch.device("cpu"), 0)
+    net = models.build_model(tiny_llama, TASKS[task], [], method, HP, torch.device("cpu"), 0)
     trainable, total = models.count_params(net)
     assert (trainable == total) if method == "full" else (0 < trainable < total / 10)
     ids = torch.randint(1, 1000, (2, 12))
@@ -114,7 +114,7 @@ def test_baselines_and_qlora_on_qa_and_instruction_models(tiny_llama, tmp_path, 
         base = load_file(str(Path(tiny_llama) / "model.safetensors"))["model.embed_tokens.weight"]
         assert torch.equal(net.get_input_embeddings().weight, base)  # backbone loaded, not re-initialised
     models.save_trained(net, str(tmp_path), method)
-    fresh = models.build(tiny_llama, TASKS[task], [], method, HP, torch.device("cpu"), 0)
+    fresh = models.build_model(tiny_llama, TASKS[task], [], method, HP, torch.device("cpu"), 0)
     models.load_trained(fresh, str(tmp_path))
     for (n, a), (_, b) in zip(net.state_dict().items(), fresh.state_dict().items()):
         if a.dtype.is_floating_point and "original_module" not in n:  # the untrained fresh head copy
@@ -134,7 +134,7 @@ def test_qlora_trains_after_eval_on_cpus_with_avx512_bf16(which, task, request, 
     monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: True)  # as on such a CPU
     ref = request.getfixturevalue("minilm_path" if which == "minilm" else "tiny_llama")
     tok = models.load_tokenizer(ref)
-    net = models.build(ref, TASKS[task], ["a", "b", "c"], "qlora", HP, torch.device("cpu"), tok.pad_token_id)
+    net = models.build_model(ref, TASKS[task], ["a", "b", "c"], "qlora", HP, torch.device("cpu"), tok.pad_token_id)
     layers = [m for m in net.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert layers
     enc = dict(tok(["i feel great today", "this is awful news"], padding=True, return_tensors="pt"))

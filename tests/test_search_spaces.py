@@ -6,9 +6,9 @@ import optuna
 import pytest
 
 from search_spaces import known_spaces, load_space
-from sweeps.errors import StudyError
+from core.errors import StudyError
 from sweeps.searchers import DefineByRun, trial_count
-from trainables import hparams
+from core import hparams
 
 
 def test_every_shipped_space_is_valid():

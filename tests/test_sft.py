@@ -7,7 +7,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from trainables import sft
+from trainables.kinds import sft
 
 CONVERSATION = [
     {"from": "system", "value": "You are terse."},
@@ -22,7 +22,7 @@ CONVERSATION = [
 def tiny_lm(tmp_path_factory):
     from trainables import tiny
 
-    return str(tiny.build("llama", tmp_path_factory.mktemp("tiny-lm")))
+    return str(tiny.write_tiny_model("llama", tmp_path_factory.mktemp("tiny-lm")))
 
 
 @pytest.fixture(scope="module")

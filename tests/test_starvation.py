@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from ray.tune.experiment import Trial
 
-from sweeps.errors import SweepError
+from core.errors import SweepError
 from sweeps.starvation import StarvationGuard
 
 

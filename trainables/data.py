@@ -10,16 +10,17 @@ import dataclasses
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import datasets
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
-from sklearn.model_selection import train_test_split
 
-from sweeps.errors import StudyError
+from core.errors import StudyError
 from trainables.synthetic import emotion_rows
-from trainables.tasks import Task
+
+if TYPE_CHECKING:
+    from trainables.kinds import Task
 
 GENERATORS: dict[str, Callable[..., list[dict[str, Any]]]] = {"emotion": emotion_rows}
 DEFAULT_GENERATED_ROWS = 1500
@@ -269,6 +270,8 @@ def _strata(labels: list[Any], multi_label: bool) -> list[int]:
 
 def stratified_split(train: Dataset, fraction: float, seed: int, multi_label: bool) -> tuple[Dataset, Dataset]:
     """Split train into train/validation keeping label shares (multi-label: by first label)."""
+    from sklearn.model_selection import train_test_split  # here: sklearn costs ~0.7 s to import
+
     idx = np.arange(len(train))
     strata = _strata(train["labels"], multi_label)
     counts = Counter(strata)

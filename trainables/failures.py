@@ -55,10 +55,10 @@ class TrialOutOfMemory(RuntimeError):
     """The trial's batch does not fit in the device's memory; the message names the knobs."""
 
 
-def out_of_memory(training: dict[str, Any], method: str) -> TrialOutOfMemory:
+def out_of_memory(training: Any, method: str) -> TrialOutOfMemory:
     return TrialOutOfMemory(
-        f"out of memory with method={method}, training.batch_size={training['batch_size']}, "
-        f"training.max_length={training['max_length']}: lower training.batch_size (raise training.grad_accum "
+        f"out of memory with method={method}, training.batch_size={training.batch_size}, "
+        f"training.max_length={training.max_length}: lower training.batch_size (raise training.grad_accum "
         "to keep the effective batch), lower training.max_length, or set training.gradient_checkpointing: true"
     )
 
@@ -133,7 +133,7 @@ class Failure:
     step: Optional[int] = None  # where a divergence happened
 
 
-def describe(error: BaseException, training: dict[str, Any], method: str) -> Optional[Failure]:
+def describe(error: BaseException, training: Any, method: str) -> Optional[Failure]:
     """The failure a trial ends with, or None when it is not deterministic (Tune may retry)."""
     found = deterministic_errors(error) if isinstance(error, TrainingFailedError) else ([error] if is_deterministic(error) else [])
     if not found:

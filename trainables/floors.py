@@ -39,7 +39,6 @@ class Floor:
 
 
 # Instruction tuning: why there is no floor fitted in the driver.
-NO_SFT_FLOOR = "instruction tuning: the floor is the pretrained model answering zero-shot (each trial's before_* metrics)"
 
 
 def _texts(split: Any, pair: bool) -> list[str]:

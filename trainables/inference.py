@@ -40,7 +40,7 @@ def load(folder: str | Path, device: Optional[torch.device] = None) -> tuple[tor
     from peft import PeftModel
 
     from trainables.model import keep_4bit_layout_trainable, load_base
-    from trainables.tasks import TASKS
+    from trainables.kinds import TASKS
 
     folder = Path(folder)
     info = read_info(folder)

@@ -22,25 +22,17 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import get_scheduler, set_seed
 
+from core.schedule import schedule
+from core.specs import TrainingSpec
 from trainables import model as models
 from trainables.failures import TrialDiverged, is_out_of_memory, out_of_memory
+from trainables.kinds import Task
 from trainables.precision import autocast, autocast_dtype
-from trainables.tasks import TASKS, Task
+from trainables.spec import TrialSpec
 
 
 # In each checkpoint beside the adapter: optimizer, LR schedule, counters, RNG states.
 TRAINING_STATE = "training_state.pt"
-
-
-def schedule(train_rows: int, training: dict[str, Any], workers: int) -> dict[str, int]:
-    """Optimizer steps in total, steps between evals, and eval points (= ASHA's max_t)."""
-    batches_per_epoch = math.ceil(train_rows / (training["batch_size"] * workers))
-    steps_per_epoch = max(1, batches_per_epoch // training["grad_accum"])
-    total = training["max_steps"] or max(1, math.ceil(training["epochs"] * steps_per_epoch))
-    # ceil, so an epoch gets evals_per_epoch points, not an extra stub eval one step before the end
-    every = training["eval_every_steps"] or max(1, math.ceil(steps_per_epoch / training["evals_per_epoch"]))
-    every = min(every, total)
-    return {"total_steps": total, "eval_every": every, "eval_points": math.ceil(total / every), "steps_per_epoch": steps_per_epoch}
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -58,7 +50,7 @@ class Evaluator:
     device: torch.device
     task: Task
     data: Any  # PreparedData
-    training: dict[str, Any]
+    training: TrainingSpec
     # Leading result keys: Ray Tune's trial table shows the first four (per-trial progress).
     lead: tuple[str, ...] = ("progress",)
     # Scores that end the trial as diverged when NaN/infinite (the search metric, eval loss).
@@ -71,7 +63,7 @@ class Evaluator:
     def run(self, net: torch.nn.Module, split: str) -> tuple[dict[str, float], Any]:
         # In full precision, whatever the training precision: the scores and predictions files
         # are then exactly what the exported model gives when a user loads it.
-        return self.task.kind_module.evaluate(net, self.loaders[split], self.data, split, self.device, self.task, self.training)
+        return self.task.kind.evaluate(net, self.loaders[split], self.data, split, self.device, self.task, self.training)
 
     def score_base(self, net: torch.nn.Module) -> None:
         metrics, payload = self.run(net, "validation")
@@ -109,20 +101,20 @@ def quiet_worker() -> None:
     logging.getLogger(train_util.__name__).addFilter(lambda record: not record.getMessage().startswith("Error in training function"))
 
 
-def train_loader(rows: Any, training: dict[str, Any], collate: Any, generator: torch.Generator, world: int) -> DataLoader:
+def train_loader(rows: Any, training: TrainingSpec, collate: Any, generator: torch.Generator, world: int) -> DataLoader:
     """Shuffled batches; with ``group_by_length`` (one worker) batches of similar length, so
     short texts are not padded to the longest of a random batch. Both orders come from
     ``generator``, whose state per epoch is checkpointed: a resumed trial sees the same batches."""
-    group = training.get("group_by_length", True) and world == 1 and "input_ids" in getattr(rows, "column_names", ())
+    group = training.group_by_length and world == 1 and "input_ids" in getattr(rows, "column_names", ())
     if group:
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
         lengths = [len(ids) for ids in rows["input_ids"]]
-        sampler = LengthGroupedSampler(training["batch_size"], lengths=lengths, generator=generator)
+        sampler = LengthGroupedSampler(training.batch_size, lengths=lengths, generator=generator)
         # generator here too: a loader without one draws its base seed from the global RNG at
         # each epoch start, which shifts the dropout masks of a trial resumed mid-epoch
-        return DataLoader(rows, batch_size=training["batch_size"], sampler=sampler, collate_fn=collate, generator=generator)
-    loader = DataLoader(rows, batch_size=training["batch_size"], shuffle=True, collate_fn=collate, generator=generator)
+        return DataLoader(rows, batch_size=training.batch_size, sampler=sampler, collate_fn=collate, generator=generator)
+    loader = DataLoader(rows, batch_size=training.batch_size, shuffle=True, collate_fn=collate, generator=generator)
     return ray.train.torch.prepare_data_loader(loader, move_to_device=False) if world > 1 else loader
 
 
@@ -141,13 +133,17 @@ def optimizer_for(model: torch.nn.Module, hp: dict[str, Any]) -> torch.optim.Opt
 
 
 def train_worker(cfg: dict[str, Any]) -> None:
-    """Fine-tune one trial; running out of memory is raised as ``TrialOutOfMemory``, whose
-    message names the knobs to lower (the trial is not retried: see trainables.failures)."""
+    """Fine-tune one trial (``cfg``: ``spec`` (TrialSpec), ``hparams``, ``data`` ([ObjectRef]),
+    ``driver_node_id``). Running out of memory is raised as ``TrialOutOfMemory``, whose message
+    names the knobs to lower (the trial is not retried: see trainables.failures)."""
+    spec: TrialSpec = cfg["spec"]
     try:
-        _train(cfg)
+        recipe = TrialRecipe(spec, cfg["hparams"], cfg["data"][0], cfg.get("driver_node_id"))
+        if not recipe.restore():
+            recipe.train()
     except Exception as exc:
         if is_out_of_memory(exc):
-            raise out_of_memory(cfg["study"]["training"], cfg["hparams"]["method"]) from exc
+            raise out_of_memory(spec.training, cfg["hparams"]["method"]) from exc
         raise
 
 
@@ -158,148 +154,184 @@ def check_finite(step: int, values: dict[str, Any]) -> None:
             raise TrialDiverged(step, f"{name} is {value}")
 
 
-def _train(cfg: dict[str, Any]) -> None:
-    study, hp = cfg["study"], cfg["hparams"]
-    training, task = study["training"], TASKS[study["task"]]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    quiet_worker()
-    # Ray starts workers with OMP_NUM_THREADS=1: use the CPUs this worker was given.
-    torch.set_num_threads(max(1, int(study["resources"]["cpus_per_worker"])))
-    seed = int(hp.get("seed", training["seed"]))  # a final-stage repeat trains under its own seed
-    set_seed(seed)
+@dataclasses.dataclass
+class Progress:
+    """Where training stands; checkpointed with every eval point, so a restarted trial (worker
+    lost, trial retried, study resumed) continues from it instead of starting over."""
 
-    data = ray.get(cfg["data"][0])
-    device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
-    tokenizer = data.tokenizer
-    kind = task.kind_module
-    net = models.build(study["model"], task, data.label_names, hp["method"], hp, device, tokenizer.pad_token_id, training.get("gradient_checkpointing", False))
-    trainable_params, total_params = models.count_params(net)
-    model = ray.train.torch.prepare_model(net, move_to_device=False) if world > 1 else net
+    step: int = 0  # optimizer steps
+    micro: int = 0  # micro-batches (grad_accum per step)
+    seen: int = 0  # examples trained on (this worker)
+    tokens: int = 0  # non-pad tokens trained on (this worker)
+    train_time: float = 0.0  # seconds in training steps (no evals, no loading)
+    epoch: int = 0
+    micro_in_epoch: int = 0  # batches of the current epoch already trained on
 
-    collate = kind.collator(tokenizer, task)
-    generator = torch.Generator().manual_seed(seed)
-    train_rows = kind.train_split(data, hp, training)  # instruction tuning may pack examples here
-    loader = train_loader(train_rows, training, collate, generator, world)
-    amp = autocast_dtype(device, training.get("precision", "auto"))
-    eval_bs = training["eval_batch_size"] or 2 * training["batch_size"]
-    # Own generators: a loader without one draws its base seed from the global RNG, so each
-    # eval would shift the training dropout masks and results would depend on eval cadence.
-    eval_loaders = {
-        split: DataLoader(data.splits[split], batch_size=eval_bs, collate_fn=collate, generator=torch.Generator())
-        for split in ("validation", "test")
-        if split in data.splits and data.labelled(split)
-    }
 
-    metric = study["search"]["metric"]
-    evaluator = Evaluator(eval_loaders, device, task, data, training,
-                          lead=("progress", metric, "step", "eval_loss"), watched=(metric, "eval_loss"))
-    nodes = worker_nodes(world)
-    if cfg.get("driver_node_id"):  # where the trial's driver (and its Train controller) runs
-        nodes["driver_node_id"] = cfg["driver_node_id"]
-    started = time.perf_counter()
-    gpus = float(study["resources"]["gpus_per_worker"]) * world
-    plan = schedule(len(train_rows), training, world)
-    total, every = plan["total_steps"], plan["eval_every"]
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = optimizer_for(model, hp)
-    lr_schedule = get_scheduler(hp["lr_scheduler"], optimizer, num_warmup_steps=int(hp["warmup_ratio"] * total), num_training_steps=total)
+class TrialRecipe:
+    """One trial's training, in the spirit of torchtune's recipes: ``__init__`` sets up (data,
+    model, loaders, optimizer, schedule), ``restore`` continues from the latest checkpoint,
+    ``train`` runs the epochs of ``train_step``s and, at each eval point, ``evaluate_and_report``."""
 
-    # Where training stands; a restarted trial (worker lost, trial retried, study resumed)
-    # picks it up from its latest checkpoint instead of starting over.
-    progress = {"step": 0, "micro": 0, "seen": 0, "train_time": 0.0, "epoch": 0, "micro_in_epoch": 0}
-    epoch_rng = generator.get_state()  # the shuffle of the current epoch comes from this state
-    resumed_from = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
+    def __init__(self, spec: TrialSpec, hp: dict[str, Any], data_ref: Any, driver_node_id: Optional[str] = None) -> None:
+        self.spec, self.hp, self.training = spec, hp, spec.training
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        quiet_worker()
+        # Ray starts workers with OMP_NUM_THREADS=1: use the CPUs this worker was given.
+        torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))
+        self.seed = int(hp.get("seed", self.training.seed))  # a final-stage repeat trains under its own seed
+        set_seed(self.seed)
+        self.started = time.perf_counter()
+
+        data = ray.get(data_ref)
+        task, kind = spec.task, spec.task.kind
+        self.device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
+        self.net = models.build_model(spec.model, task, data.label_names, hp["method"], hp, self.device, data.tokenizer.pad_token_id, self.training.gradient_checkpointing)
+        self.param_counts = models.count_params(self.net)
+        self.model = ray.train.torch.prepare_model(self.net, move_to_device=False) if self.world > 1 else self.net
+
+        collate = kind.collator(data.tokenizer, task)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        train_rows = kind.train_split(data, hp, self.training)  # instruction tuning may pack examples here
+        self.loader = train_loader(train_rows, self.training, collate, self.generator, self.world)
+        self.amp = autocast_dtype(self.device, self.training.precision)
+        eval_bs = self.training.eval_batch_size or 2 * self.training.batch_size
+        # Own generators: a loader without one draws its base seed from the global RNG, so each
+        # eval would shift the training dropout masks and results would depend on eval cadence.
+        eval_loaders = {
+            split: DataLoader(data.splits[split], batch_size=eval_bs, collate_fn=collate, generator=torch.Generator())
+            for split in ("validation", "test")
+            if split in data.splits and data.labelled(split)
+        }
+        self.evaluator = Evaluator(eval_loaders, self.device, task, data, self.training,
+                                   lead=("progress", spec.metric, "step", "eval_loss"), watched=(spec.metric, "eval_loss"))
+        self.nodes = worker_nodes(self.world)
+        if driver_node_id:  # where the trial's driver (and its Train controller) runs
+            self.nodes["driver_node_id"] = driver_node_id
+        # The worker's plan, on the rows it really trains on (packed or not), is the one that counts.
+        self.plan = schedule(len(train_rows), self.training, self.world)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = optimizer_for(self.model, hp)
+        self.lr_schedule = get_scheduler(hp["lr_scheduler"], self.optimizer, num_warmup_steps=int(hp["warmup_ratio"] * self.plan.total_steps), num_training_steps=self.plan.total_steps)
+        self.progress = Progress()
+        self.epoch_rng = self.generator.get_state()  # the shuffle of the current epoch comes from this state
+        self.resumed_from = 0
+        self.loss_sum, self.loss_n = 0.0, 0
+
+    def restore(self) -> bool:
+        """Continue from the trial's latest checkpoint, if any; True when that checkpoint is
+        the trial's last (restarted after its last report: the worker lost at the very end, or
+        a resumed study whose driver died before Tune saw the trial end): its stored result is
+        reported again instead of ending with no result."""
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            if self.rank == 0 and self.training.eval_base:
+                self.evaluator.score_base(self.net)
+            return False
         with checkpoint.as_directory() as folder:
-            state = restore(folder, net, optimizer, lr_schedule)
-        progress, epoch_rng, resumed_from = state["progress"], state["epoch_rng"], state["progress"]["step"]
-        evaluator.base = state.get("base")
+            state = restore(folder, self.net, self.optimizer, self.lr_schedule)
+        self.progress = Progress(**state["progress"])
+        self.epoch_rng, self.resumed_from = state["epoch_rng"], self.progress.step
+        self.evaluator.base = state.get("base")
         torch.set_rng_state(state["rng"])
-        if resumed_from >= total:
-            # Restarted after its last report (worker lost at the very end, or a resumed study
-            # whose driver died before Tune saw the trial end): report the stored result again
-            # instead of ending with no result.
-            if rank == 0:
-                ray.train.report({**state["metrics"], "resumed_from_step": resumed_from}, checkpoint=checkpoint)
-            else:
-                ray.train.report({"step": resumed_from})
-            return
+        if self.resumed_from < self.plan.total_steps:
+            return False
+        if self.rank == 0:
+            ray.train.report({**state["metrics"], "resumed_from_step": self.resumed_from}, checkpoint=checkpoint)
+        else:
+            ray.train.report({"step": self.resumed_from})
+        return True
 
-    elif rank == 0 and training.get("eval_base", True):
-        evaluator.score_base(net)
-    step, micro, seen, train_time, epoch = (progress[k] for k in ("step", "micro", "seen", "train_time", "epoch"))
-    tokens = progress.get("tokens", 0)
-    skip = progress["micro_in_epoch"]  # batches of the current epoch already trained on
-    loss_sum, loss_n = 0.0, 0
-    model.train()
-    while step < total:
-        if world > 1 and hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        generator.set_state(epoch_rng)
-        micro_in_epoch = 0
-        for batch in loader:
-            if micro_in_epoch < skip:
-                micro_in_epoch += 1
-                continue
-            t0 = time.perf_counter()
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with autocast(device, amp):
-                loss = model(**batch).loss / training["grad_accum"]
-            loss.backward()
-            micro += 1
-            micro_in_epoch += 1
-            seen += len(batch["input_ids"])
-            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-            loss_value = float(loss.detach()) * training["grad_accum"]
-            check_finite(step + 1, {"train loss": loss_value})
-            loss_sum += loss_value
-            loss_n += 1
-            if micro % training["grad_accum"] == 0:
-                # identical on every DDP rank (gradients are all-reduced), so all stop together
-                norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
-                check_finite(step + 1, {"gradient norm": float(norm)})
-                optimizer.step()
-                lr_schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-            train_time += time.perf_counter() - t0
-            if micro % training["grad_accum"] == 0 and (step % every == 0 or step == total):
-                metrics = {
-                    "step": step,
-                    "epoch": round(step / plan["steps_per_epoch"], 3),
-                    "progress": step / total,
-                    "train_loss": loss_sum / max(1, loss_n),
-                    "learning_rate": lr_schedule.get_last_lr()[0],
-                    "train_time_s": train_time,
-                    "examples_per_s": seen * world / max(train_time, 1e-9),
-                    "tokens_per_s": tokens * world / max(train_time, 1e-9),
-                    # this attempt's time since the worker started (model load + training + evals)
-                    "wall_time_s": time.perf_counter() - started,
-                    "gpu_hours": train_time * gpus / 3600,
-                    "peak_memory_mb": peak_memory_mb(device),
-                    "trainable_params": trainable_params,
-                    "total_params": total_params,
-                    "world_size": world,
-                    "resumed_from_step": resumed_from,
-                    **nodes,
-                }
-                loss_sum, loss_n = 0.0, 0
-                state = {
-                    "progress": {"step": step, "micro": micro, "seen": seen, "tokens": tokens, "train_time": train_time, "epoch": epoch, "micro_in_epoch": micro_in_epoch},
-                    "epoch_rng": epoch_rng,
-                    "rng": torch.get_rng_state(),
-                    "optimizer": optimizer.state_dict(),
-                    "lr_schedule": lr_schedule.state_dict(),
-                    "base": evaluator.base,
-                }
-                _report(rank, net, hp["method"], metrics, state, evaluator, final=step == total)
-            if step >= total:
+    def train(self) -> None:
+        """Epochs of shuffled batches until the planned steps; a resumed epoch skips the
+        batches it already trained on (same order: the epoch's shuffle state is checkpointed)."""
+        p, total = self.progress, self.plan.total_steps
+        skip = p.micro_in_epoch
+        self.model.train()
+        while p.step < total:
+            sampler = getattr(self.loader, "sampler", None)
+            if self.world > 1 and hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(p.epoch)
+            self.generator.set_state(self.epoch_rng)
+            p.micro_in_epoch = 0
+            for batch in self.loader:
+                if p.micro_in_epoch < skip:
+                    p.micro_in_epoch += 1
+                    continue
+                stepped = self.train_step(batch)
+                if stepped and (p.step % self.plan.eval_every == 0 or p.step == total):
+                    self.evaluate_and_report()
+                if p.step >= total:
+                    break
+            if p.step >= total:
                 break
-        epoch += 1
-        skip = 0
-        epoch_rng = generator.get_state()
+            p.epoch += 1
+            skip = 0
+            self.epoch_rng = self.generator.get_state()
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> bool:
+        """One micro-batch forward/backward; every ``grad_accum``-th an optimizer step (True)."""
+        p, accum = self.progress, self.training.grad_accum
+        t0 = time.perf_counter()
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with autocast(self.device, self.amp):
+            loss = self.model(**batch).loss / accum
+        loss.backward()
+        p.micro += 1
+        p.micro_in_epoch += 1
+        p.seen += len(batch["input_ids"])
+        p.tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        loss_value = float(loss.detach()) * accum
+        check_finite(p.step + 1, {"train loss": loss_value})
+        self.loss_sum += loss_value
+        self.loss_n += 1
+        stepped = p.micro % accum == 0
+        if stepped:
+            # identical on every DDP rank (gradients are all-reduced), so all stop together
+            norm = torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            check_finite(p.step + 1, {"gradient norm": float(norm)})
+            self.optimizer.step()
+            self.lr_schedule.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            p.step += 1
+        p.train_time += time.perf_counter() - t0
+        return stepped
+
+    def evaluate_and_report(self) -> None:
+        """The eval point's training metrics and resume state; rank 0 then scores, checkpoints
+        and reports (``_report``), every other rank reports its step."""
+        p, world = self.progress, self.world
+        trainable_params, total_params = self.param_counts
+        metrics = {
+            "step": p.step,
+            "epoch": round(p.step / self.plan.steps_per_epoch, 3),
+            "progress": p.step / self.plan.total_steps,
+            "train_loss": self.loss_sum / max(1, self.loss_n),
+            "learning_rate": self.lr_schedule.get_last_lr()[0],
+            "train_time_s": p.train_time,
+            "examples_per_s": p.seen * world / max(p.train_time, 1e-9),
+            "tokens_per_s": p.tokens * world / max(p.train_time, 1e-9),
+            # this attempt's time since the worker started (model load + training + evals)
+            "wall_time_s": time.perf_counter() - self.started,
+            "gpu_hours": p.train_time * float(self.spec.resources.gpus_per_worker) * world / 3600,
+            "peak_memory_mb": peak_memory_mb(self.device),
+            "trainable_params": trainable_params,
+            "total_params": total_params,
+            "world_size": world,
+            "resumed_from_step": self.resumed_from,
+            **self.nodes,
+        }
+        self.loss_sum, self.loss_n = 0.0, 0
+        state = {
+            "progress": dataclasses.asdict(p),
+            "epoch_rng": self.epoch_rng,
+            "rng": torch.get_rng_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "base": self.evaluator.base,
+        }
+        _report(self.rank, self.net, self.hp["method"], metrics, state, self.evaluator, final=p.step == self.plan.total_steps)
 
 
 def restore(folder: str, net: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_schedule: Any) -> dict[str, Any]:
@@ -363,7 +395,7 @@ def _report(rank: int, net: torch.nn.Module, method: str, metrics: dict[str, Any
     metrics = {**{k: metrics[k] for k in ev.lead if k in metrics}, **metrics}
     with tempfile.TemporaryDirectory() as tmp:
         models.save_trained(net, tmp, method)
-        ev.task.kind_module.write_files(tmp, payload, ev.base["payload"] if ev.base is not None else None, ev.data, ev.task)
+        ev.task.kind.write_files(tmp, payload, ev.base["payload"] if ev.base is not None else None, ev.data, ev.task)
         with open(os.path.join(tmp, "trial_state.json"), "w") as f:
             json.dump(metrics, f)
         torch.save(to_tensors(state), os.path.join(tmp, TRAINING_STATE))

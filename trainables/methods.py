@@ -14,6 +14,8 @@ from typing import Any, Callable, Optional
 import torch
 from peft import IA3Config, LoraConfig, PeftConfig, TaskType
 
+from core.registry import Registry
+
 # Classification heads are freshly initialised: they must stay in full precision
 # (bitsandbytes cannot quantize an uninitialised layer) and stay trainable.
 HEAD_MODULES = ["classifier", "score", "pooler", "pre_classifier", "qa_outputs"]
@@ -30,24 +32,25 @@ class Method:
     description: str
     # (hyperparameters, peft TaskType name, model type) -> peft config; None = no adapter
     peft_config: Optional[Callable[[dict[str, Any], str, str], PeftConfig]]
-    # Hyperparameters the method reads beyond the shared ones (for validation and docs).
-    hyperparams: tuple[str, ...] = ()
     quantization: Optional[Callable[[torch.device], Any]] = None  # -> transformers BitsAndBytesConfig
     trains: str = "adapter"  # "adapter" | "head" (only the task head) | "all" (full fine-tuning)
-    # Task kinds it makes sense for (``head`` needs a freshly initialised task head).
-    kinds: tuple[str, ...] = ("classification", "qa", "sft")
+    # Only for task kinds that train a freshly initialised head (the ``head`` baseline).
+    needs_fresh_head: bool = False
 
     @property
     def quantized(self) -> bool:
         return self.quantization is not None
 
+    def applies_to(self, kind: Any) -> bool:
+        """Whether the method makes sense for a task kind (``trainables.kinds.TaskKind``)."""
+        return kind.fresh_head or not self.needs_fresh_head
 
-METHODS: dict[str, Method] = {}
+
+METHODS: Registry[Method] = Registry("method")
 
 
 def register(method: Method) -> Method:
-    METHODS[method.name] = method
-    return method
+    return METHODS.register(method.name, method)
 
 
 def _target_modules(hp: dict[str, Any], model_type: str) -> Any:
@@ -113,10 +116,8 @@ def _nf4(device: torch.device) -> Any:
     )
 
 
-LORA_HPARAMS = ("lora_r", "lora_alpha", "lora_alpha_ratio", "lora_dropout", "target_modules")
-
-register(Method("lora", "low-rank adapters on frozen fp32/bf16 weights", _lora, LORA_HPARAMS))
-register(Method("qlora", "LoRA on a 4-bit nf4 (bitsandbytes) base, k-bit prepared", _lora, LORA_HPARAMS, _nf4))
+register(Method("lora", "low-rank adapters on frozen fp32/bf16 weights", _lora))
+register(Method("qlora", "LoRA on a 4-bit nf4 (bitsandbytes) base, k-bit prepared", _lora, _nf4))
 register(Method("ia3", "learned rescaling of keys, values and feed-forward activations (no rank)", _ia3))
 register(Method("full", "baseline: full fine-tuning, every weight trains (most memory; no adapter)", None, trains="all"))
-register(Method("head", "baseline: frozen pretrained base, only the fresh task head trains (a linear probe)", None, trains="head", kinds=("classification", "qa")))
+register(Method("head", "baseline: frozen pretrained base, only the fresh task head trains (a linear probe)", None, trains="head", needs_fresh_head=True))

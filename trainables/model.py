@@ -9,9 +9,9 @@ import torch
 from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoTokenizer
 
-from sweeps.errors import StudyError
+from core.errors import StudyError
 from trainables.methods import METHODS
-from trainables.tasks import Task
+from trainables.kinds import Task
 
 
 def _packaged_minilm() -> str:
@@ -60,17 +60,8 @@ FULL_WEIGHTS = "model.safetensors"  # what a ``full`` checkpoint holds (save_pre
 
 
 def base_kwargs(task: Task, label_names: list[str]) -> dict[str, Any]:
-    """``from_pretrained`` arguments that shape the task head."""
-    if task.kind != "classification":
-        return {}
-    return {
-        "num_labels": len(label_names),
-        "id2label": dict(enumerate(label_names)),
-        "label2id": {n: i for i, n in enumerate(label_names)},
-        "problem_type": task.problem_type,
-        # A checkpoint that already has a head for other labels gets a fresh one.
-        "ignore_mismatched_sizes": True,
-    }
+    """``from_pretrained`` arguments that shape the task head (the task kind's)."""
+    return task.kind.head_kwargs(task, label_names)
 
 
 def freeze_all_but_head(model: torch.nn.Module) -> None:
@@ -122,7 +113,7 @@ def keep_4bit_layout_trainable(model: torch.nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def build(ref: str, task: Task, label_names: list[str], method: str, hp: dict[str, Any], device: torch.device, pad_token_id: int | None, gradient_checkpointing: bool = False) -> torch.nn.Module:
+def build_model(ref: str, task: Task, label_names: list[str], method: str, hp: dict[str, Any], device: torch.device, pad_token_id: int | None, gradient_checkpointing: bool = False) -> torch.nn.Module:
     """Base model + head for ``task``, quantized if the method asks, wrapped by peft (or, for
     the ``full``/``head`` baselines, left plain with the right weights trainable)."""
     spec = METHODS[method]

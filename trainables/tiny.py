@@ -32,7 +32,7 @@ def _configs() -> dict[str, Callable[[int], Any]]:
 FAMILIES = ("llama", "gemma", "mistral", "phi", "distilbert")
 
 
-def build(family: str, out: str | Path, seed: int = 0) -> Path:
+def write_tiny_model(family: str, out: str | Path, seed: int = 0) -> Path:
     """Write the tiny model and tokenizer to ``out``; returns the folder."""
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
@@ -66,7 +66,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from trainables.inference import quiet
 
     quiet()
-    print(build(args.family, args.out))
+    print(write_tiny_model(args.family, args.out))
     return 0
 
 

@@ -19,7 +19,10 @@ from ray.train import CheckpointConfig, ControllerError, FailureConfig, RunConfi
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from trainables import failures, hparams
+from core import hparams
+from core.specs import ResourcesSpec
+from trainables import failures
+from trainables.spec import TrialSpec
 
 # What one trial's Tune function (the Train driver) reserves. Tune refuses an all-zero request,
 # and any CPU share, even 0.01, would stop two 1-CPU trials from sharing a 2-CPU node
@@ -46,36 +49,36 @@ class TrialStarvedError(RuntimeError):
     """The trial's workers could not be placed in time (cluster full or too small)."""
 
 
-def scaling(resources: dict[str, Any]) -> ScalingConfig:
-    per_worker = {"CPU": resources["cpus_per_worker"]}
-    if resources["gpus_per_worker"]:
-        per_worker["GPU"] = resources["gpus_per_worker"]
+def scaling(resources: ResourcesSpec) -> ScalingConfig:
+    per_worker = {"CPU": resources.cpus_per_worker}
+    if resources.gpus_per_worker:
+        per_worker["GPU"] = resources.gpus_per_worker
     return ScalingConfig(
-        num_workers=resources["workers"],
-        use_gpu=bool(resources["gpus_per_worker"]),
+        num_workers=resources.workers,
+        use_gpu=bool(resources.gpus_per_worker),
         resources_per_worker=per_worker,
     )
 
 
-def run_trial(config: dict[str, Any], study: dict[str, Any], data: list[Any]) -> None:
+def run_trial(config: dict[str, Any], spec: TrialSpec, data: list[Any]) -> None:
     """Tune function trainable. ``data`` is ``[ObjectRef]`` to the tokenized splits
     (wrapped in a list so Ray passes the reference, not a copy, to the workers)."""
-    resources = study["resources"]
+    resources = spec.resources
     # Read by the Train controller this trial starts: fail instead of waiting forever
     # for workers that cannot be placed.
-    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(study["worker_start_timeout_s"])
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(spec.worker_start_timeout_s)
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     ctx = tune.get_context()
     failures.use_fail_fast_policy()
     trainer = TorchTrainer(
         train_entry,
-        train_loop_config={"hparams": hparams.resolve(config), "study": study, "data": data,
+        train_loop_config={"hparams": hparams.resolve(config), "spec": spec, "data": data,
                            "driver_node_id": ray.get_runtime_context().get_node_id()},
         scaling_config=scaling(resources),
-        torch_config=TorchConfig(backend=resources.get("backend")),
+        torch_config=TorchConfig(backend=resources.backend),
         run_config=RunConfig(
             name=f"{ctx.get_experiment_name()}-{ctx.get_trial_id()}",
-            storage_path=study["train_storage"],
+            storage_path=spec.train_storage,
             callbacks=[TuneReportCallback()],
             # Workers that crash restart from the last checkpoint up to resources.max_failures
             # times; node preemptions have their own budget (resources.max_preemptions, -1 =
@@ -83,30 +86,30 @@ def run_trial(config: dict[str, Any], study: dict[str, Any], data: list[Any]) ->
             # never retried (failures.FailFastPolicy). A controller that cannot start workers
             # must give up (the default retries forever); a Tune retry of the trial may try again.
             failure_config=FailureConfig(
-                max_failures=resources["max_failures"],
-                max_preemption_failures=resources.get("max_preemptions", -1),
+                max_failures=resources.max_failures,
+                max_preemption_failures=resources.max_preemptions,
                 controller_failure_limit=0,
             ),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=1,
-                checkpoint_score_attribute=study["search"]["metric"],
-                checkpoint_score_order=study["search"]["mode"],
+                checkpoint_score_attribute=spec.metric,
+                checkpoint_score_order=spec.mode,
             ),
         ),
     )
     try:
         trainer.fit()
     except ControllerError as exc:
-        _raise_starved(exc, resources, study)
+        _raise_starved(exc, spec)
         raise
     except TrainingFailedError as exc:
-        failure = failures.describe(exc, study["training"], config.get("method", ""))
+        failure = failures.describe(exc, spec.training, config.get("method", ""))
         if failure is None:
             raise  # may go away on a retry (Tune's resources.max_failures)
         # Ends the trial here, not as a Tune error that Tune would retry: the same error again.
         _write_error_file(ctx, exc)
         wait_until_tune_has_every_report()
-        tune.report(failures.failure_result(failure, study["search"]["metric"], study["search"]["mode"]))
+        tune.report(failures.failure_result(failure, spec.metric, spec.mode))
     wait_until_tune_has_every_report()
 
 
@@ -139,12 +142,12 @@ def _write_error_file(ctx: Any, exc: BaseException) -> None:
         f.write(str(exc))  # on failure to write, the MLflow run still gets the error line
 
 
-def _raise_starved(exc: ControllerError, resources: dict[str, Any], study: dict[str, Any]) -> None:
+def _raise_starved(exc: ControllerError, spec: TrialSpec) -> None:
     """A controller that timed out starting the workers: say which resources did not fit."""
     if "startup timed out" in str(exc) or "WorkerGroupStartupTimeoutError" in repr(exc.__cause__):
-        want = scaling(resources)
+        want = scaling(spec.resources)
         raise TrialStarvedError(
             f"trial could not start its {want.num_workers} worker(s) of {want.resources_per_worker} "
-            f"within {study['worker_start_timeout_s']:.0f}s: the cluster is busy or too small "
+            f"within {spec.worker_start_timeout_s:.0f}s: the cluster is busy or too small "
             "(lower resources.* or search.max_concurrent_trials, or add nodes)"
         ) from None

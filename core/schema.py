@@ -10,7 +10,7 @@ import difflib
 import types
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from sweeps.errors import StudyError
+from core.errors import StudyError
 
 
 def _join(path: str, key: str) -> str:
@@ -70,7 +70,7 @@ def convert(tp: Any, value: Any, path: str) -> Any:
             raise StudyError(path, f"got {value!r}, expected a mapping")
         return {convert(key_tp, k, path): convert(val_tp, v, _join(path, str(k))) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
-        return build(tp, value, path)
+        return parse(tp, value, path)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -97,7 +97,7 @@ def convert(tp: Any, value: Any, path: str) -> Any:
     return value
 
 
-def build(cls: type, data: Any, path: str = "") -> Any:
+def parse(cls: type, data: Any, path: str = "") -> Any:
     """Instantiate dataclass ``cls`` from ``data``; unknown keys fail with a near-match hint."""
     if data is None:
         data = {}
@@ -134,4 +134,4 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["build", "convert", "to_dict"]
+__all__ = ["parse", "convert", "to_dict"]

@@ -11,7 +11,7 @@ import functools
 import math
 from typing import Any, Callable, Union
 
-from sweeps.errors import StudyError
+from core.errors import StudyError
 
 
 @functools.cache

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import pandas as pd
 import torch
 from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
-from transformers import DataCollatorForSeq2Seq
 
-from sweeps.errors import StudyError
-from trainables import data as data_mod
-from trainables.data import PreparedData
-from trainables.tasks import Task
+from core.errors import StudyError
+from trainables.kinds import Task, register
+
+if TYPE_CHECKING:
+    from trainables.data import PreparedData
 
 IGNORE = -100  # label of a token the loss skips
 GENERATIONS = "generations.csv"
@@ -85,11 +85,24 @@ def pack(rows: Dataset, max_length: int) -> Dataset:
     })
 
 
-def prepare(spec: Any, task: Task, tokenizer: Any, training: dict[str, Any], seed: int) -> PreparedData:
+METRICS = ("eval_loss", "perplexity", "bleu", "rouge1", "rouge2", "rougeL")
+
+
+def check(task: Task, data: Any, training: Any) -> None:
+    """Nothing beyond the schema: the conversations are checked when they load."""
+
+
+def head_kwargs(task: Task, label_names: list[str]) -> dict[str, Any]:
+    return {}  # the pretrained LM head
+
+
+def prepare(spec: Any, task: Task, tokenizer: Any, training: Any, seed: int) -> PreparedData:
     import datasets
 
     datasets.disable_progress_bars()
     col = spec.columns.messages
+    from trainables import data as data_mod
+
     ds = data_mod.load_raw(spec, seed)
     data_mod.require_columns(ds, {"messages": col})
     ds = data_mod.split_and_cap(DatasetDict({k: d.select_columns([col]) for k, d in ds.items()}), spec, seed)
@@ -98,27 +111,31 @@ def prepare(spec: Any, task: Task, tokenizer: Any, training: dict[str, Any], see
     splits, gen = DatasetDict(), []
     for split, d in ds.items():
         convs = [messages(t) for t in list(d[col])]
-        enc = [encode(tokenizer, m, training["max_length"]) for m in convs]
+        enc = [encode(tokenizer, m, training.max_length) for m in convs]
         enc = [e for e in enc if any(t != IGNORE for t in e["labels"])]  # answers cut off entirely
         if not enc:
-            raise StudyError("data.columns.messages", f"no {split} conversation has an assistant answer within {training['max_length']} tokens", "raise training.max_length or check the roles")
+            raise StudyError("data.columns.messages", f"no {split} conversation has an assistant answer within {training.max_length} tokens", "raise training.max_length or check the roles")
         splits[split] = Dataset.from_list(enc)
         if split == "validation":
             for m in convs:
                 last = max((i for i, t in enumerate(m) if t["role"] == "assistant"), default=None)
-                if last is not None and len(gen) < training["generate_samples"]:
+                if last is not None and len(gen) < training.generate_samples:
                     prompt = tokenizer.apply_chat_template(m[:last], tokenize=False, add_generation_prompt=True)
                     gen.append({"prompt": prompt, "reference": m[last]["content"]})
+    from trainables.data import PreparedData
+
     return PreparedData(splits=splits, label_names=[], tokenizer=tokenizer, extra={"generation": gen})
 
 
 def collator(tokenizer: Any, task: Task) -> Any:
+    from transformers import DataCollatorForSeq2Seq
+
     return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE, padding=True)
 
 
-def train_split(data: PreparedData, hp: dict[str, Any], training: dict[str, Any]) -> Any:
-    if hp.get("packing", training.get("packing", False)):
-        return pack(data.splits["train"], training["max_length"])
+def train_split(data: PreparedData, hp: dict[str, Any], training: Any) -> Any:
+    if hp.get("packing", training.packing):
+        return pack(data.splits["train"], training.max_length)
     return data.splits["train"]
 
 
@@ -170,17 +187,17 @@ def text_scores(generations: list[str], references: list[str]) -> dict[str, floa
 
 
 def floors(data: PreparedData, task: Task, seed: int) -> list[Any]:
-    """None fitted in the driver (``trainables.floors.NO_SFT_FLOOR`` says why)."""
+    """None fitted in the driver (``Instruction.no_floor_because`` says why)."""
     return []
 
 
-def evaluate(model: torch.nn.Module, loader: DataLoader, data: PreparedData, split: str, device: torch.device, task: Task, training: dict[str, Any]) -> tuple[dict[str, float], Any]:
+def evaluate(model: torch.nn.Module, loader: DataLoader, data: PreparedData, split: str, device: torch.device, task: Task, training: Any) -> tuple[dict[str, float], Any]:
     loss = eval_loss(model, loader, device)
     metrics = {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
     if split != "validation":
         return metrics, None
     sample = data.extra["generation"]
-    generations = generate(model, data.tokenizer, [s["prompt"] for s in sample], device, training["max_new_tokens"])
+    generations = generate(model, data.tokenizer, [s["prompt"] for s in sample], device, training.max_new_tokens)
     metrics.update(text_scores(generations, [s["reference"] for s in sample]))
     return metrics, generations
 
@@ -194,3 +211,29 @@ def write_files(folder: str, payload: Any, base_payload: Optional[Any], data: Pr
         rows["before_generation"] = base_payload
     os.makedirs(os.path.join(folder, "eval"), exist_ok=True)
     pd.DataFrame(rows).to_csv(os.path.join(folder, "eval", GENERATIONS), index=False)
+
+
+class Instruction:
+    """Conversations -> the assistant's answers, on the pretrained causal-LM head."""
+
+    name = "sft"
+    auto_model_name = "AutoModelForCausalLM"
+    peft_task_type = "CAUSAL_LM"
+    fresh_head = False
+    eval_file = f"eval/{GENERATIONS}"
+    no_floor_because = "instruction tuning: the floor is the pretrained model answering zero-shot (each trial's before_* metrics)"
+    check = staticmethod(check)
+    head_kwargs = staticmethod(head_kwargs)
+    prepare = staticmethod(prepare)
+    floors = staticmethod(floors)
+    collator = staticmethod(collator)
+    train_split = staticmethod(train_split)
+    evaluate = staticmethod(evaluate)
+    write_files = staticmethod(write_files)
+
+
+KIND = Instruction()
+register(
+    KIND,
+    Task("instruction", KIND, METRICS, "chat/instruction tuning on conversations (FineTome, ShareGPT, OpenAI messages); loss on answer tokens only"),
+)

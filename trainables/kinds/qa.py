@@ -9,20 +9,20 @@ context characters (``postprocess``) and applies the official EM/F1 (``squad_met
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import pandas as pd
 import torch
 from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
-from transformers import DataCollatorWithPadding
 
-from sweeps.errors import StudyError
-from trainables import data as data_mod
-from trainables.data import PreparedData
+from core.errors import StudyError
 from trainables.squad_metrics import question_scores, squad_scores
-from trainables.tasks import Task
+from trainables.kinds import Task, register
+
+if TYPE_CHECKING:
+    from trainables.data import PreparedData
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions")
 PREDICTIONS = "predictions.csv"
@@ -31,6 +31,8 @@ PREDICTIONS = "predictions.csv"
 def load_examples(spec: Any, seed: int) -> DatasetDict:
     """Splits with standard columns: id, question, context, answers {text, answer_start}."""
     cols = spec.columns
+    from trainables import data as data_mod
+
     ds = data_mod.load_raw(spec, seed)
     needed = {"question": cols.question, "context": cols.context, "answers": cols.answers}
     data_mod.require_columns(ds, needed, optional_in_test=("answers",))
@@ -72,15 +74,31 @@ def windows(examples: Dataset, tokenizer: Any, max_length: int, stride: int) -> 
     return Dataset.from_dict({**keep, "start_positions": starts, "end_positions": ends, "offset_mapping": offsets, "example_index": list(enc["overflow_to_sample_mapping"])})
 
 
-def prepare(spec: Any, task: Task, tokenizer: Any, training: dict[str, Any], seed: int) -> PreparedData:
+METRICS = ("exact_match", "f1", "eval_loss")
+# SQuAD v2's official script also scores the answerable and unanswerable questions apart.
+V2_METRICS = METRICS + ("has_answer_exact_match", "has_answer_f1", "no_answer_exact_match")
+
+
+def check(task: Task, data: Any, training: Any) -> None:
+    if training.doc_stride >= training.max_length // 2:
+        raise StudyError("training.doc_stride", f"{training.doc_stride} overlaps too much for max_length {training.max_length}", "use a stride below max_length / 2 (e.g. 128 for 384)")
+
+
+def head_kwargs(task: Task, label_names: list[str]) -> dict[str, Any]:
+    return {}
+
+
+def prepare(spec: Any, task: Task, tokenizer: Any, training: Any, seed: int) -> PreparedData:
     import datasets
 
     datasets.disable_progress_bars()
     tokenizer.padding_side = "right"  # span labels are token positions from the left
     examples = load_examples(spec, seed)
-    splits = DatasetDict({k: windows(d, tokenizer, training["max_length"], training["doc_stride"]) for k, d in examples.items()})
+    splits = DatasetDict({k: windows(d, tokenizer, training.max_length, training.doc_stride) for k, d in examples.items()})
     splits["train"] = splits["train"].remove_columns(["offset_mapping", "example_index"])
     extra = {split: {c: list(d[c]) for c in ("id", "question", "context", "answers")} for split, d in examples.items() if split != "train"}
+    from trainables.data import PreparedData
+
     return PreparedData(splits=splits, label_names=[], tokenizer=tokenizer, extra=extra)
 
 
@@ -93,10 +111,12 @@ class _Collator:
 
 
 def collator(tokenizer: Any, task: Task) -> Any:
+    from transformers import DataCollatorWithPadding
+
     return _Collator(DataCollatorWithPadding(tokenizer))
 
 
-def train_split(data: PreparedData, hp: dict[str, Any], training: dict[str, Any]) -> Any:
+def train_split(data: PreparedData, hp: dict[str, Any], training: Any) -> Any:
     return data.splits["train"]
 
 
@@ -151,10 +171,10 @@ def floors(data: PreparedData, task: Task, seed: int) -> list[Any]:
     return qa_floors(data.extra, task.allow_no_answer)
 
 
-def evaluate(model: torch.nn.Module, loader: DataLoader, data: PreparedData, split: str, device: torch.device, task: Task, training: dict[str, Any]) -> tuple[dict[str, float], Any]:
+def evaluate(model: torch.nn.Module, loader: DataLoader, data: PreparedData, split: str, device: torch.device, task: Task, training: Any) -> tuple[dict[str, float], Any]:
     starts, ends, loss = _logits(model, loader, device)
     examples = data.extra[split]
-    preds = postprocess(examples, data.splits[split], starts, ends, task.allow_no_answer, max_answer_length=training["max_answer_length"])
+    preds = postprocess(examples, data.splits[split], starts, ends, task.allow_no_answer, max_answer_length=training.max_answer_length)
     golds = [a["text"] for a in examples["answers"]]
     metrics = squad_scores(zip(golds, preds), version_2=task.allow_no_answer)
     return {**metrics, "eval_loss": loss}, preds
@@ -176,3 +196,32 @@ def write_files(folder: str, payload: Any, base_payload: Optional[Any], data: Pr
         rows["before_prediction"] = base_payload
     os.makedirs(os.path.join(folder, "eval"), exist_ok=True)
     pd.DataFrame(rows).to_csv(os.path.join(folder, "eval", PREDICTIONS), index=False)
+
+
+class ExtractiveQA:
+    """Question + context -> answer span, with a fresh start/end head."""
+
+    name = "qa"
+    auto_model_name = "AutoModelForQuestionAnswering"
+    peft_task_type = "QUESTION_ANS"
+    fresh_head = True
+    eval_file = "eval/predictions.csv"
+    no_floor_because = None
+    check = staticmethod(check)
+    head_kwargs = staticmethod(head_kwargs)
+    prepare = staticmethod(prepare)
+    floors = staticmethod(floors)
+    collator = staticmethod(collator)
+    train_split = staticmethod(train_split)
+    evaluate = staticmethod(evaluate)
+    write_files = staticmethod(write_files)
+
+
+KIND = ExtractiveQA()
+register(
+    KIND,
+    Task("extractive_qa", KIND, METRICS, "answer = a span of the context (SQuAD v1.1); exact match and F1 as the official script defines them"),
+    Task("extractive_qa_v2", KIND, V2_METRICS,
+         "SQuAD v2.0: some questions have no answer in the context; the model may abstain (the [CLS] span)",
+         allow_no_answer=True),
+)

@@ -1,0 +1,104 @@
+"""Task kinds: what a study's task needs from the data, which model head it trains, how it is
+scored. One module per kind, one registered ``TaskKind`` object each.
+
+A kind answers the five questions of a trial (``prepare`` the data in the driver; ``collator``
+and ``train_split`` for training; ``evaluate`` and ``write_files`` at each eval point) plus what
+the driver needs before anything starts (``check``, ``floors``) and what shapes the model
+(``auto_model_name``, ``peft_task_type``, ``head_kwargs``). A kind offers one or more ``Task``s:
+the names a study's ``task:`` takes (classification offers single_label, multi_label and
+sentence_pair).
+
+Adding a kind: a module that defines its class and calls ``register(KIND, Task(...), ...)``,
+plus its name in the import line at the bottom of this file (see docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Optional, Protocol
+
+from core.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from core.specs import DataSpec, TrainingSpec
+    from trainables.data import PreparedData
+
+
+class TaskKind(Protocol):
+    """The contract between a task kind and the trial loop / the sweep driver."""
+
+    name: str  # "classification"
+    auto_model_name: str  # the transformers Auto class whose head it trains
+    peft_task_type: str  # peft TaskType name
+    fresh_head: bool  # trains a freshly initialised task head (the `head` baseline applies)
+    eval_file: str  # the validation file each checkpoint carries (relative to the checkpoint)
+    no_floor_because: Optional[str]  # why no classical floor is fitted (None: ``floors`` fits some)
+
+    def check(self, task: "Task", data: "DataSpec", training: "TrainingSpec") -> None:
+        """Raise StudyError for study settings this kind cannot use (before anything runs)."""
+
+    def head_kwargs(self, task: "Task", label_names: list[str]) -> dict[str, Any]:
+        """``from_pretrained`` arguments that shape the task head."""
+
+    def prepare(self, data: "DataSpec", task: "Task", tokenizer: Any, training: "TrainingSpec", seed: int) -> "PreparedData":
+        """Load, check and tokenize the study's data (in the driver, once per study)."""
+
+    def floors(self, data: "PreparedData", task: "Task", seed: int) -> list[Any]:
+        """Classical baselines fitted on the trials' own training rows (trainables.floors)."""
+
+    def collator(self, tokenizer: Any, task: "Task") -> Any:
+        """Batches of the tokenized rows."""
+
+    def train_split(self, data: "PreparedData", hp: dict[str, Any], training: "TrainingSpec") -> Any:
+        """The rows a trial trains on (instruction tuning may pack them per trial)."""
+
+    def evaluate(self, model: "torch.nn.Module", loader: "DataLoader", data: "PreparedData", split: str, device: "torch.device", task: "Task", training: "TrainingSpec") -> tuple[dict[str, float], Any]:
+        """Metrics over ``split`` and the payload ``write_files`` turns into eval files."""
+
+    def write_files(self, folder: str, payload: Any, base_payload: Optional[Any], data: "PreparedData", task: "Task") -> None:
+        """The checkpoint's validation files (``eval/``), next to the model before training."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A name a study's ``task:`` takes, with the kind that runs it and its variant flags."""
+
+    name: str
+    kind: TaskKind
+    metrics: tuple[str, ...]
+    description: str
+    problem_type: Optional[str] = None  # transformers' config.problem_type (classification)
+    needs_text_pair: bool = False
+    multi_label: bool = False
+    allow_no_answer: bool = False  # QA: SQuAD v2 (questions the context cannot answer)
+
+    @property
+    def auto_model(self) -> Any:
+        """The transformers Auto class whose head this task trains."""
+        import transformers
+
+        return getattr(transformers, self.kind.auto_model_name)
+
+    @property
+    def peft_task_type(self) -> str:
+        return self.kind.peft_task_type
+
+
+KINDS: Registry[TaskKind] = Registry("task kind")
+TASKS: Registry[Task] = Registry("task")
+
+
+def register(kind: TaskKind, *tasks: Task) -> TaskKind:
+    """Register a task kind and the tasks it offers (each task's ``kind`` must be ``kind``)."""
+    KINDS.register(kind.name, kind)
+    for task in tasks:
+        assert task.kind is kind, f"task {task.name} belongs to another kind"
+        TASKS.register(task.name, task)
+    return kind
+
+
+# The built-in kinds, registered on import (one module each).
+from trainables.kinds import classification, qa, sft  # noqa: E402,F401

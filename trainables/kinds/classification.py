@@ -1,0 +1,130 @@
+"""Classification as a task kind: data, batching and scoring for single-label, multi-label and
+sentence-pair studies."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from core.errors import StudyError
+from trainables.kinds import Task, register
+
+# Libraries a trial's Tune actor and Train controller need not load (they unpickle the task,
+# hence this module): imported where used, in the driver and the workers.
+if TYPE_CHECKING:
+    from trainables.data import PreparedData
+
+
+METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_micro", "recall_micro", "f1_micro", "eval_loss")
+
+
+def check(task: Task, data: Any, training: Any) -> None:
+    if task.needs_text_pair and not data.columns.text_pair:
+        raise StudyError("data.columns.text_pair", f"task {task.name} needs a second text column", "set data.columns.text_pair")
+    if task.multi_label and not (data.columns.labels or data.columns.label):
+        raise StudyError("data.columns.labels", "multi-label data needs label columns", "set labels: [col, ...] or label: <column of lists>")
+
+
+def head_kwargs(task: Task, label_names: list[str]) -> dict[str, Any]:
+    return {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {n: i for i, n in enumerate(label_names)},
+        "problem_type": task.problem_type,
+        # A checkpoint that already has a head for other labels gets a fresh one.
+        "ignore_mismatched_sizes": True,
+    }
+
+
+def prepare(spec: Any, task: Task, tokenizer: Any, training: Any, seed: int) -> PreparedData:
+    from trainables.data import prepare as prepare_data
+
+    return prepare_data(spec, task, tokenizer, training.max_length, seed)
+
+
+def floors(data: PreparedData, task: Task, seed: int) -> list[Any]:
+    """Majority class and TF-IDF + logistic regression on the trials' own training rows."""
+    from trainables.floors import classification_floors
+
+    assert data.raw is not None, "floors are fitted in the driver, on the prepared text splits"
+    return classification_floors(data.raw, task.multi_label, task.needs_text_pair, len(data.label_names), seed)
+
+
+def collator(tokenizer: Any, task: Task) -> Any:
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer)
+
+
+def train_split(data: PreparedData, hp: dict[str, Any], training: Any) -> Any:
+    return data.splits["train"]
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray, float]:
+    """Logits, labels and mean loss over ``loader``, in its order."""
+    model.eval()
+    logits, labels, loss_sum, n = [], [], 0.0, 0
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model(**batch)
+        loss_sum += float(out.loss) * len(batch["labels"])
+        n += len(batch["labels"])
+        logits.append(out.logits.float().cpu().numpy())
+        labels.append(batch["labels"].cpu().numpy())
+    model.train()
+    return np.concatenate(logits), np.concatenate(labels), loss_sum / max(n, 1)
+
+
+def evaluate(model: torch.nn.Module, loader: DataLoader, data: PreparedData, split: str, device: torch.device, task: Task, training: Any) -> tuple[dict[str, float], Any]:
+    """Metrics over ``split`` and what ``write_files`` needs (logits, labels)."""
+    logits, labels, loss = predict(model, loader, device)
+    from trainables.metrics import classification_metrics, per_class
+
+    metrics = {**classification_metrics(logits, labels, task.multi_label), "eval_loss": loss}
+    if not task.multi_label:  # per-class accuracy (= the class's recall), as IMDB/SST-2 reports give it
+        for row in per_class(logits, labels, data.label_names, False):
+            metrics[f"class_accuracy_{re.sub(r'[^A-Za-z0-9_.-]', '_', row['label'])}"] = row["recall"]
+    return metrics, (logits, labels)
+
+
+def write_files(folder: str, payload: Any, base_payload: Optional[Any], data: PreparedData, task: Task) -> None:
+    logits, labels = payload
+    base_logits = base_payload[0] if base_payload is not None else None
+    from trainables import eval_files
+
+    eval_files.write(folder, logits, labels, data.label_names, task.multi_label, data.texts, base_logits)
+
+
+class Classification:
+    """Text(s) -> label(s) with a fresh sequence-classification head."""
+
+    name = "classification"
+    auto_model_name = "AutoModelForSequenceClassification"
+    peft_task_type = "SEQ_CLS"
+    fresh_head = True
+    eval_file = "eval/predictions.csv"
+    no_floor_because = None
+    check = staticmethod(check)
+    head_kwargs = staticmethod(head_kwargs)
+    prepare = staticmethod(prepare)
+    floors = staticmethod(floors)
+    collator = staticmethod(collator)
+    train_split = staticmethod(train_split)
+    evaluate = staticmethod(evaluate)
+    write_files = staticmethod(write_files)
+
+
+KIND = Classification()
+register(
+    KIND,
+    Task("single_label", KIND, METRICS, "one label per text (SST-2, IMDB, emotion)", "single_label_classification"),
+    Task("multi_label", KIND, METRICS + ("subset_accuracy",),
+         "any number of labels per text (SemEval-2018 E-c); accuracy = Jaccard, subset_accuracy = exact match",
+         "multi_label_classification", multi_label=True),
+    Task("sentence_pair", KIND, METRICS, "one label per (text, text_pair) (SNLI, MNLI)", "single_label_classification", needs_text_pair=True),
+)
