@@ -27,9 +27,9 @@ from transformers import DataCollatorWithPadding  # noqa: E402
 
 from trainables import model as models  # noqa: E402
 from trainables.inference import quiet  # noqa: E402
+from trainables.kinds import TASKS  # noqa: E402
 from trainables.loop import optimizer_for, train_loader  # noqa: E402
 from trainables.precision import autocast, autocast_dtype, cpu_flags  # noqa: E402
-from trainables.kinds import TASKS  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "emotion" / "train.txt"
 MODEL = "packaged:all-minilm-l6-v2"

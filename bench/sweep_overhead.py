@@ -31,13 +31,12 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, get_scheduler, set_seed
 
+from core import hparams
+from core.schedule import schedule
 from sweeps.study import Study, load_study
 from trainables import data as data_mod
-from core import hparams
-from trainables.kinds import classification
-from core.schedule import schedule
+from trainables.kinds import TASKS, classification
 from trainables.model import build_model, load_tokenizer
-from trainables.kinds import TASKS
 
 STUDY = Path(__file__).with_name("emotion_bench.yaml")
 
@@ -89,7 +88,7 @@ def plain(study: Study) -> dict[str, Any]:
 
 
 def sweep(concurrency: int, workdir: Path) -> dict[str, Any]:
-    from sweeps.sweep import run_study
+    from sweeps.tuning.sweep import run_study
 
     out = workdir / f"x{concurrency}"
     study = load_study(str(STUDY), [

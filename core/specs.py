@@ -100,7 +100,7 @@ class SpaceRef:
 
 @dataclasses.dataclass
 class SearchSpec:
-    algorithm: Literal["grid", "random", "optuna"] = "optuna"
+    algorithm: str = "optuna"  # grid | random | optuna (Optuna TPE) | any registered in sweeps.tuning.searchers
     num_samples: int = 8  # trials for random / optuna (a grid runs each of its points)
     grid_repeats: int = 1  # grid only: run the whole grid this many times (same seed: shows run-to-run noise, e.g. GPU nondeterminism)
     max_concurrent_trials: Optional[int] = None  # default: as many as the cluster fits
@@ -121,7 +121,7 @@ class SearchSpec:
 
 @dataclasses.dataclass
 class SchedulerSpec:
-    name: Literal["none", "asha"] = "asha"
+    name: str = "asha"  # asha (stop weak trials early) | none (every trial to its end): sweeps.tuning.schedulers
     grace_period: int = 1  # eval points a trial always gets before it can be stopped
     reduction_factor: int = 2  # keep the top 1/reduction_factor at each rung
 
@@ -254,5 +254,8 @@ class FinalSpec:
 class TrackingSpec:
     experiment: Optional[str] = None  # MLflow experiment; default: the study name
     tracking_uri: Optional[str] = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    # Tune callbacks that record the study (sweeps.tracking.TRACKERS). mlflow is the record that
+    # report, export and predict read, so it is always on; others are added beside it.
+    trackers: list[str] = dataclasses.field(default_factory=lambda: ["mlflow"])
 
 

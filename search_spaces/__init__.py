@@ -126,10 +126,6 @@ class SearchSpace:
                 points.append({"method": method, **dict(zip(names, combo))})
         return points
 
-    def trial_count(self, algorithm: str, methods: list[str], num_samples: int, grid_repeats: int = 1) -> int:
-        """How many trials a search runs (grid: every point, grid_repeats times)."""
-        return self.grid_size(methods) * grid_repeats if algorithm == "grid" else num_samples
-
     def grid_size(self, methods: list[str]) -> int:
         return sum(
             math.prod(len(p.candidates()) for p in self.params_for(m).values()) for m in methods

@@ -23,9 +23,9 @@ import mlflow
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from sweeps import runs, tracking
 from core.errors import StudyError
-from sweeps.trial_artifacts import ADAPTER, ADAPTER_FILES
+from sweeps.tracking import runs, store
+from sweeps.tracking.artifacts import ADAPTER, ADAPTER_FILES
 from trainables.inference import EXPORT_INFO
 
 
@@ -47,9 +47,15 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
     from peft import PeftModel
     from transformers import AutoConfig
 
-    from trainables.methods import METHODS
-    from trainables.model import base_kwargs, load_base, load_tokenizer, load_trained, resolve
     from trainables.kinds import TASKS
+    from trainables.methods import METHODS
+    from trainables.model import (
+        base_kwargs,
+        load_base,
+        load_tokenizer,
+        load_trained,
+        resolve,
+    )
 
     settings = runs.parent_yaml(client, parent, runs.STUDY_FILE)
     data = runs.parent_yaml(client, parent, runs.DATA_FILE)
@@ -103,7 +109,7 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
             "study": settings.get("name"),
             "parent_run_id": parent.info.run_id,
             "trial_run_id": trial.info.run_id,
-            "tracking_uri": tracking.redact(client.tracking_uri),  # never a password in an export
+            "tracking_uri": store.redact(client.tracking_uri),  # never a password in an export
             "method": method,
             "params": runs.sampled_params(trial),
             "metric": metric,

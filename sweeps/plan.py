@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from search_spaces import Param
-from sweeps.searchers import trial_count
 from sweeps.study import Study
-from sweeps import tracking
-from sweeps.storage import storage_root
+from sweeps.tracking import store
+from sweeps.tuning.searchers import trial_count
+from sweeps.tuning.storage import storage_root
 
 
 def describe(study: Study) -> str:
@@ -22,11 +22,11 @@ def describe(study: Study) -> str:
         f"methods    {', '.join(study.methods)}",
         f"search     {s.algorithm} (seed {s.seed}), {trials} trial(s), optimise {s.metric} ({s.mode})",
         f"scheduler  {study.scheduler.name}" + (f" (grace {study.scheduler.grace_period} eval points, reduction {study.scheduler.reduction_factor})" if study.scheduler.name == "asha" else ""),
-        f"training   " + (f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epoch(s)") + f", batch {t.batch_size} x accum {t.grad_accum}, max length {t.max_length}, seed {t.seed}",
+        "training   " + (f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epoch(s)") + f", batch {t.batch_size} x accum {t.grad_accum}, max length {t.max_length}, seed {t.seed}",
         f"per trial  {r.workers} worker(s) x {{CPU: {r.cpus_per_worker:g}, GPU: {r.gpus_per_worker:g}}}; concurrency {s.max_concurrent_trials or 'as many as fit'}; "
         f"{r.max_failures} restart(s) from checkpoint after a crash or lost node",
         *([_final(study)] if study.final else []),
-        f"tracking   {tracking.tracking_uri(study.tracking.tracking_uri)} (experiment {study.experiment})",
+        f"tracking   {store.tracking_uri(study.tracking.tracking_uri)} (experiment {study.experiment})",
         f"storage    {storage_root(study)} (Ray results and checkpoints)",
         f"space      {study.space.name}",
     ]

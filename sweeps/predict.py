@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from sweeps import runs
 from core.errors import StudyError
+from sweeps.tracking import runs
 from trainables.inference import EXPORT_INFO
 from trainables.kinds import TASKS
 

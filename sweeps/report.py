@@ -23,8 +23,9 @@ import yaml
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from sweeps import error_analysis, leaderboard, runs
 from core.errors import StudyError
+from sweeps.reporting import error_analysis, leaderboard
+from sweeps.tracking import runs
 from trainables import eval_files
 
 # Leaderboard columns shown in the terminal (the files have all of them).
@@ -197,8 +198,8 @@ def _error_analysis(client: MlflowClient, best: Run, folder: Path) -> Optional[s
 
 
 def _optuna_plots(client: MlflowClient, parent: Run, settings: dict[str, Any], scores: list, metric: str, mode: str, folder: Path) -> dict[str, str]:
-    from sweeps.optuna_view import as_optuna_study
-    from sweeps.plots import optuna_pngs
+    from sweeps.reporting.optuna_view import as_optuna_study
+    from sweeps.reporting.plots import optuna_pngs
 
     space = runs.parent_yaml(client, parent, runs.SPACE_FILE)
     if not space or not scores:

@@ -12,12 +12,13 @@ import sys
 from typing import Any, Optional
 
 from core.errors import StudyError, SweepError
+from sweeps.tuning.searchers import SEARCHERS
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sweeps.run", description="Run a PEFT hyperparameter sweep (Ray Tune + Optuna, tracked in MLflow).")
     p.add_argument("study", help="study name from sweeps/studies/ or a path to a study YAML")
-    p.add_argument("--search", choices=["grid", "random", "optuna"], help="override search.algorithm")
+    p.add_argument("--search", choices=SEARCHERS.names(), help="override search.algorithm")
     p.add_argument("--num-samples", type=int, help="override search.num_samples (random/optuna trials; a grid runs each point)")
     p.add_argument("--model", help="override model (hub id or local folder)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any study key, e.g. --set training.epochs=2 (repeatable)")
@@ -69,7 +70,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print("dry run: study is valid; nothing started")
             return 0
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from sweeps.sweep import run_study
+        from sweeps.tuning.sweep import run_study
 
         if args.extend is not None and args.resume:
             raise StudyError("--extend", "cannot be combined with --resume", "resume the interrupted run first, then extend it")

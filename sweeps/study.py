@@ -18,8 +18,20 @@ import yaml
 from core import hparams
 from core.errors import StudyError
 from core.schema import parse
-from core.specs import DataSpec, FinalSpec, ResourcesSpec, SchedulerSpec, SearchSpec, SpaceRef, TrackingSpec, TrainingSpec
+from core.specs import (
+    DataSpec,
+    FinalSpec,
+    ResourcesSpec,
+    SchedulerSpec,
+    SearchSpec,
+    SpaceRef,
+    TrackingSpec,
+    TrainingSpec,
+)
 from search_spaces import SearchSpace, load_space
+from sweeps.tracking import TRACKERS
+from sweeps.tuning.schedulers import SCHEDULERS
+from sweeps.tuning.searchers import SEARCHERS
 from trainables.kinds import TASKS
 from trainables.methods import METHODS
 
@@ -70,14 +82,20 @@ class Study:
             hparams.check_name(name, field)
             for value in param.bounds():
                 hparams.check_value(name, value, field)
-        if self.search.algorithm == "grid":
+        algorithm = SEARCHERS.get(self.search.algorithm, "search.algorithm")
+        SCHEDULERS.get(self.scheduler.name, "scheduler.name")
+        for i, name in enumerate(self.tracking.trackers):
+            TRACKERS.get(name, f"tracking.trackers[{i}]")
+        if "mlflow" not in self.tracking.trackers:
+            raise StudyError("tracking.trackers", "mlflow is missing: it is the study's record (report, export and predict read it)", "list mlflow first, then any other tracker")
+        if algorithm.enumerates:
             self.space.grid_points(self.methods)  # raises on continuous ranges
             if self.search.first_points:
                 raise StudyError("search.first_points", "a grid already runs every point", "remove first_points or use random / optuna")
         for i, point in enumerate(self.search.first_points):
             self._validate_point(point, f"search.first_points[{i}]")
         if self.final is not None:
-            trials = self.space.trial_count(self.search.algorithm, self.methods, self.search.num_samples, self.search.grid_repeats)
+            trials = algorithm.trial_count(self.space, self.methods, self.search.num_samples, self.search.grid_repeats)
             if self.final.top_k > trials:
                 raise StudyError("final.top_k", f"{self.final.top_k} configurations, but the search runs only {trials} trial(s)", f"use final.top_k <= {trials} or search more")
 

@@ -3,8 +3,8 @@ and on autoscaling ones (node groups read from the autoscaler's published config
 
 from __future__ import annotations
 
-from sweeps.cluster import start_timeout, trial_slots
 from sweeps.study import ResourcesSpec
+from sweeps.tuning.cluster import start_timeout, trial_slots
 
 GIB = 2**30
 HEAD = {"Resources": {"CPU": 0, "memory": 24 * GIB}}

@@ -11,9 +11,9 @@ from core.errors import StudyError
 from core.schema import parse
 from sweeps.study import DataSpec
 from trainables import data
+from trainables.kinds import TASKS
 from trainables.metrics import classification_metrics
 from trainables.model import load_tokenizer
-from trainables.kinds import TASKS
 
 
 def test_generated_data_is_stratified(minilm_path):

@@ -98,7 +98,7 @@ def test_a_diverging_trial_fails_at_once_as_the_worst_result_and_the_study_goes_
     from ray.train.v2._internal.state.state_actor import get_state_actor
 
     from sweeps.study import load_study
-    from sweeps.sweep import run_study
+    from sweeps.tuning.sweep import run_study
     from tests.conftest import base_study, mlflow_runs, write_study
 
     ray.shutdown()
@@ -127,8 +127,9 @@ def test_a_diverging_trial_fails_at_once_as_the_worst_result_and_the_study_goes_
         assert all(math.isfinite(v) for v in run.data.metrics.values())  # no -inf stand-in in MLflow
 
         # --extend's searcher, rebuilt from MLflow, is told the same worst score
-        from sweeps import leaderboard, runs as runs_mod
-        from sweeps.optuna_view import as_optuna_study
+        from sweeps.reporting import leaderboard
+        from sweeps.reporting.optuna_view import as_optuna_study
+        from sweeps.tracking.mlflow_logger import runs as runs_mod
 
         parent = next(r for r in found if "mlflow.parentRunId" not in r.data.tags)
         scores = leaderboard.score_trials(client, runs_mod.trial_runs(client, parent), "f1_macro", "max")

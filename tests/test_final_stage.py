@@ -9,8 +9,8 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from sweeps import final_stage
 from sweeps.study import load_study
+from sweeps.tuning import final_stage
 
 
 @dataclasses.dataclass

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 from datasets import Dataset, DatasetDict
 
-from trainables.floors import Floor, best_sentence, classification_floors, floor_verdict, qa_floors
+from trainables.floors import (
+    Floor,
+    best_sentence,
+    classification_floors,
+    floor_verdict,
+    qa_floors,
+)
 from trainables.synthetic import LEXICON, emotion_rows
 
 NAMES = list(LEXICON)

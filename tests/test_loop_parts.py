@@ -10,14 +10,14 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorWithPadding
 
-from search_spaces import load_space
 from core.errors import StudyError
 from core.specs import TrainingSpec
-from sweeps.searchers import DefineByRun
+from search_spaces import load_space
+from sweeps.tuning.searchers import DefineByRun
 from trainables import model as models
+from trainables.kinds import TASKS
 from trainables.loop import optimizer_for, train_loader
 from trainables.precision import autocast, autocast_dtype
-from trainables.kinds import TASKS
 
 CPU = torch.device("cpu")
 

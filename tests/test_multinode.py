@@ -8,7 +8,13 @@ from __future__ import annotations
 import pytest
 
 from sweeps.run import main
-from tests.conftest import base_study, mlflow_runs, reported_once, trial_runs, write_study
+from tests.conftest import (
+    base_study,
+    mlflow_runs,
+    reported_once,
+    trial_runs,
+    write_study,
+)
 
 pytestmark = pytest.mark.ray
 

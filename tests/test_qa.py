@@ -10,7 +10,13 @@ import pytest
 from datasets import Dataset
 
 from trainables.kinds import qa
-from trainables.squad_metrics import exact, f1, normalize_answer, question_scores, squad_scores
+from trainables.squad_metrics import (
+    exact,
+    f1,
+    normalize_answer,
+    question_scores,
+    squad_scores,
+)
 
 SHARED_SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad_v1.1" / "dev-v1.1.json"
 

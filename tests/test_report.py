@@ -243,7 +243,12 @@ def test_report_command_prints_the_leaderboard_and_writes_the_same_report(sweep,
 def plain_load(folder: Path, full_precision: bool = False):
     """How a user loads the export: transformers + peft only."""
     from peft import PeftModel
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        BitsAndBytesConfig,
+    )
 
     info = json.loads((folder / "sweep_export.json").read_text())
     kwargs = {}

@@ -65,7 +65,7 @@ def test_resume_forgets_trials_the_dead_driver_started_but_tune_never_saved(tmp_
     saved state are removed; those of saved trials and other studies' runs are kept."""
     import mlflow
 
-    from sweeps import resume
+    from sweeps.tuning import resume
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.tracking.MlflowClient(uri)

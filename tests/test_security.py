@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from sweeps import tracking
+from sweeps.tracking import store
 from trainables import loop
 
 
@@ -24,8 +24,8 @@ from trainables import loop
     ("s3://bucket/ray_results", "s3://bucket/ray_results"),
 ])
 def test_credentials_are_stripped_from_uris(uri, shown):
-    assert tracking.redact(uri) == shown
-    assert tracking.redact_all({"a": [uri], "b": {"c": uri}, "n": 3}) == {"a": [shown], "b": {"c": shown}, "n": 3}
+    assert store.redact(uri) == shown
+    assert store.redact_all({"a": [uri], "b": {"c": uri}, "n": 3}) == {"a": [shown], "b": {"c": shown}, "n": 3}
 
 
 def test_training_state_round_trips_through_a_weights_only_load(tmp_path):

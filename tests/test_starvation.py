@@ -8,7 +8,7 @@ import pytest
 from ray.tune.experiment import Trial
 
 from core.errors import SweepError
-from sweeps.starvation import StarvationGuard
+from sweeps.tuning.starvation import StarvationGuard
 
 
 class Clock:
@@ -72,6 +72,6 @@ def test_a_waiting_trial_whose_request_fits_is_starting_not_starved():
 
 
 def test_resources_are_described_for_people():
-    from sweeps.starvation import describe
+    from sweeps.tuning.starvation import describe
 
     assert describe({"memory": 512 * 2**20, "CPU": 1.5, "GPU": 0.25}) == "memory 512 MiB, CPU 1.5, GPU 0.25"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sweeps.tracking import flatten, tracking_uri
+from sweeps.tracking.store import tracking_uri
 
 
 def test_default_is_a_sqlite_store_in_the_current_folder(workdir):
@@ -15,5 +15,14 @@ def test_environment_then_study_setting_win(workdir, monkeypatch):
     assert tracking_uri("sqlite:////data/team.db") == "sqlite:////data/team.db"
 
 
-def test_flatten_gives_dotted_param_names():
-    assert flatten({"training": {"epochs": 2, "seed": 1}, "model": "m"}) == {"training.epochs": 2, "training.seed": 1, "model": "m"}
+def test_study_settings_are_dotted_params_without_secrets(minilm_path):
+    from core.schema import parse
+    from sweeps.study import Study
+    from sweeps.tuning.sweep import study_settings
+    from tests.conftest import base_study
+
+    study = parse(Study, {**base_study(minilm_path), "tracking": {"tracking_uri": "http://alice:s3cret@mlflow.example:5000"}})
+    settings = study_settings(study)
+    assert settings["training.epochs"] == 1 and settings["model"] == minilm_path
+    assert settings["tracking.tracking_uri"] == "http://alice:***@mlflow.example:5000"
+    assert "space" not in settings and not any(k.startswith("space.") for k in settings)

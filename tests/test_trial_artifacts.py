@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from sweeps import error_analysis
-from sweeps.leaderboard import markdown
-from sweeps.trial_artifacts import BestCheckpoints, log_best
+from sweeps.reporting import error_analysis
+from sweeps.reporting.leaderboard import markdown
+from sweeps.tracking.artifacts import BestCheckpoints, log_best
 from trainables import eval_files
 
 NAMES = ["anger", "joy", "sadness"]

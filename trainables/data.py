@@ -270,7 +270,9 @@ def _strata(labels: list[Any], multi_label: bool) -> list[int]:
 
 def stratified_split(train: Dataset, fraction: float, seed: int, multi_label: bool) -> tuple[Dataset, Dataset]:
     """Split train into train/validation keeping label shares (multi-label: by first label)."""
-    from sklearn.model_selection import train_test_split  # here: sklearn costs ~0.7 s to import
+    from sklearn.model_selection import (
+        train_test_split,  # here: sklearn costs ~0.7 s to import
+    )
 
     idx = np.arange(len(train))
     strata = _strata(train["labels"], multi_label)

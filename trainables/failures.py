@@ -19,8 +19,13 @@ from typing import Any, Optional
 
 from ray.exceptions import RayError
 from ray.train.v2._internal.exceptions import RayTrainError
-from ray.train.v2._internal.execution.failure_handling import DefaultFailurePolicy, FailureDecision
-from ray.train.v2._internal.execution.failure_handling.default import _is_preemption_failure
+from ray.train.v2._internal.execution.failure_handling import (
+    DefaultFailurePolicy,
+    FailureDecision,
+)
+from ray.train.v2._internal.execution.failure_handling.default import (
+    _is_preemption_failure,
+)
 from ray.train.v2.api.exceptions import TrainingFailedError, WorkerGroupError
 
 logger = logging.getLogger(__name__)

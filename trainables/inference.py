@@ -39,8 +39,8 @@ def load(folder: str | Path, device: Optional[torch.device] = None) -> tuple[tor
     """(model in eval mode, tokenizer, export info)."""
     from peft import PeftModel
 
-    from trainables.model import keep_4bit_layout_trainable, load_base
     from trainables.kinds import TASKS
+    from trainables.model import keep_4bit_layout_trainable, load_base
 
     folder = Path(folder)
     info = read_info(folder)

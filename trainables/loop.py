@@ -30,7 +30,6 @@ from trainables.kinds import Task
 from trainables.precision import autocast, autocast_dtype
 from trainables.spec import TrialSpec
 
-
 # In each checkpoint beside the adapter: optimizer, LR schedule, counters, RNG states.
 TRAINING_STATE = "training_state.pt"
 

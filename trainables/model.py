@@ -10,8 +10,8 @@ from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoTokenizer
 
 from core.errors import StudyError
-from trainables.methods import METHODS
 from trainables.kinds import Task
+from trainables.methods import METHODS
 
 
 def _packaged_minilm() -> str:

@@ -18,7 +18,13 @@ DECODER = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_a
 
 
 def _configs() -> dict[str, Callable[[int], Any]]:
-    from transformers import DistilBertConfig, GemmaConfig, LlamaConfig, MistralConfig, PhiConfig
+    from transformers import (
+        DistilBertConfig,
+        GemmaConfig,
+        LlamaConfig,
+        MistralConfig,
+        PhiConfig,
+    )
 
     return {
         "llama": lambda vocab: LlamaConfig(vocab_size=vocab, **DECODER),

@@ -15,7 +15,14 @@ from typing import Any
 
 import ray
 from ray import tune
-from ray.train import CheckpointConfig, ControllerError, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
+from ray.train import (
+    CheckpointConfig,
+    ControllerError,
+    FailureConfig,
+    RunConfig,
+    ScalingConfig,
+    TrainingFailedError,
+)
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 

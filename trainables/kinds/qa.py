@@ -18,8 +18,8 @@ from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 
 from core.errors import StudyError
-from trainables.squad_metrics import question_scores, squad_scores
 from trainables.kinds import Task, register
+from trainables.squad_metrics import question_scores, squad_scores
 
 if TYPE_CHECKING:
     from trainables.data import PreparedData

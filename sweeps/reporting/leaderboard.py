@@ -16,7 +16,8 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from sweeps.runs import sampled_params
+from core import outcomes
+from sweeps.tracking.runs import sampled_params
 
 # Cost columns: what a trial took (latest value = the whole run).
 COSTS = ("trainable_params", "total_params", "peak_memory_mb", "train_time_s", "wall_time_s", "examples_per_s", "gpu_hours")
@@ -38,15 +39,9 @@ def score_trials(client: MlflowClient, trials: list[Run], metric: str, mode: str
     (failed before their first eval) last."""
     scored = []
     for run in trials:
-        history = client.get_metric_history(run.info.run_id, metric)
-        points = [(m.value, m.step) for m in history if not math.isnan(m.value)]
-        if points:
-            value, step = (max if mode == "max" else min)(points, key=lambda p: p[0])
-            scored.append(TrialScore(run, value, step))
-        else:
-            scored.append(TrialScore(run, None, None))
-    sign = -1 if mode == "max" else 1
-    return sorted(scored, key=lambda t: (t.best is None, t.run.data.tags.get("status") == "failed", sign * (t.best or 0.0), t.run.info.run_id != named_best))
+        found = outcomes.best_point(((m.value, m.step) for m in client.get_metric_history(run.info.run_id, metric)), mode)
+        scored.append(TrialScore(run, *found) if found else TrialScore(run, None, None))
+    return sorted(scored, key=lambda t: (*outcomes.rank_key(t.best, t.run.data.tags.get("status") == "failed", mode), t.run.info.run_id != named_best))
 
 
 def _fmt_params(params: dict[str, str]) -> str:

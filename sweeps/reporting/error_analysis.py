@@ -14,7 +14,7 @@ from collections import Counter
 
 import pandas as pd
 
-from sweeps.leaderboard import markdown
+from sweeps.reporting.leaderboard import markdown
 
 GROUPS = ("both right", "right before training, wrong tuned", "wrong before training, right tuned", "both wrong")
 

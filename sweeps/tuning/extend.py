@@ -18,11 +18,12 @@ import optuna
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from sweeps import leaderboard, runs, tracking
 from core.errors import StudyError
-from sweeps.optuna_view import as_optuna_study
-from sweeps.searchers import WarmStart
+from sweeps.reporting import leaderboard
+from sweeps.reporting.optuna_view import as_optuna_study
 from sweeps.study import Study
+from sweeps.tracking import runs, store
+from sweeps.tuning.searchers import WarmStart
 
 STUDY_NAME = "earlier-trials"
 
@@ -42,7 +43,7 @@ def prepare(study: Study, trials: int) -> Extension:
         raise StudyError("--extend", f"{trials} trials", "use --extend N with N >= 1")
     if study.search.algorithm == "grid":
         raise StudyError("--extend", "a grid study has no further points to try", "extend an optuna or random study, or run the grid with other values")
-    uri = tracking.tracking_uri(study.tracking.tracking_uri)
+    uri = store.tracking_uri(study.tracking.tracking_uri)
     missing_store = uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file()
     parent = None if missing_store else runs.latest_parent(MlflowClient(uri), study.experiment)  # opening a store creates it
     if parent is None:

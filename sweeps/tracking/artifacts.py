@@ -14,7 +14,7 @@ from typing import Any, Optional
 from mlflow.tracking import MlflowClient
 from pyarrow.fs import FileType
 
-from sweeps.plots import confusion_png
+from core import outcomes
 from trainables import eval_files
 
 ADAPTER = "adapter"  # artifact folder of the adapter (+ trained head), what export/predict load
@@ -29,16 +29,16 @@ class BestCheckpoints:
 
     def __init__(self, metric: str, mode: str) -> None:
         self.metric, self.mode = metric, mode
-        self._seen: dict[str, list[tuple[float, int, str]]] = {}
+        self._seen: dict[str, list[tuple[float, str]]] = {}
 
     def add(self, trial: str, result: dict) -> None:
         path, value = result.get("checkpoint_path"), result.get(self.metric)
-        if isinstance(path, str) and isinstance(value, (int, float)):
-            entries = self._seen.setdefault(trial, [])
-            entries.append((float(value) if self.mode == "max" else -float(value), -len(entries), path))
+        if isinstance(path, str) and outcomes.usable(value):
+            self._seen.setdefault(trial, []).append((float(value), path))
 
     def ranked(self, trial: str) -> list[str]:
-        return [path for *_, path in sorted(self._seen.get(trial, []), reverse=True)]
+        """Best first (core.outcomes' rule: on a tie, the earlier checkpoint)."""
+        return [path for _, path in sorted(self._seen.get(trial, []), key=lambda e: outcomes.rank_key(e[0], False, self.mode))]
 
 
 def log_best(client: MlflowClient, run_id: str, candidates: list[str], title: str, storage: str) -> Optional[str]:
@@ -89,6 +89,8 @@ def _log_folder(client: MlflowClient, run_id: str, folder: Path, title: str) -> 
         client.log_artifacts(run_id, str(report), eval_files.FOLDER)
         matrix = report / eval_files.CONFUSION
         if matrix.is_file():
+            from sweeps.reporting.plots import confusion_png  # matplotlib: only when there is a matrix
+
             with tempfile.TemporaryDirectory() as tmp:
                 png = confusion_png(matrix, Path(tmp) / "confusion_matrix.png", title)
                 client.log_artifact(run_id, str(png), eval_files.FOLDER)

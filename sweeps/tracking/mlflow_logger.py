@@ -1,15 +1,14 @@
-"""MLflow: one parent run per study invocation, one child run per trial.
+"""Writing a study to MLflow: one parent run per study invocation, one child run per trial.
 
 Children are created by Ray's ``MLflowLoggerCallback`` in the driver, tagged with the
 parent's id (``mlflow.parentRunId``), so the MLflow UI shows them nested under the study.
+Reading them back is ``sweeps.tracking.runs``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
-import re
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -17,103 +16,20 @@ import mlflow
 from mlflow.tracking import MlflowClient
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.result import AUTO_RESULT_KEYS
+from ray.tune.utils import flatten_dict
 
-from sweeps.trial_artifacts import BestCheckpoints, log_best
+from core import outcomes
+from sweeps.tracking import TRACKERS, TrackerContext
+from sweeps.tracking.artifacts import BestCheckpoints, log_best
+from sweeps.tracking.runs import find_trial_run
 from trainables.failures import ERROR_KEY, KIND_KEY
 
 # Result keys that are Tune bookkeeping, not model metrics.
-_SKIP = set(AUTO_RESULT_KEYS) | {"checkpoint_path", "config", "trial_id", "done"}
+NOT_METRICS = set(AUTO_RESULT_KEYS) | {"checkpoint_path", "config", "trial_id", "done"}
 
 
 # Where a trial's workers ran (reported by each worker, by rank) -> the child run's tags.
 _NODE_TAGS = {"worker_node_ids": "ray.node_ids", "worker_node_ips": "ray.node_ips", "driver_node_id": "ray.driver_node_id"}
-
-
-def tracking_uri(configured: Optional[str]) -> str:
-    """Study setting, else $MLFLOW_TRACKING_URI, else ./mlflow.db (what plain `mlflow ui` opens)."""
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def check_reachable(uri: str) -> None:
-    """Fail before anything is written when the tracking store cannot be used: a server that
-    does not answer or refuses our credentials, a SQLite file in a folder that does not exist.
-    (A store that goes away mid-sweep is retried by MLflow's own client: ~4 min by default,
-    MLFLOW_HTTP_REQUEST_MAX_RETRIES / _BACKOFF_FACTOR set more.)"""
-    from core.errors import StudyError
-
-    fix = "start it (mlflow server ...), fix the URI, or leave tracking.tracking_uri and MLFLOW_TRACKING_URI unset for ./mlflow.db"
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
-        if not folder.is_dir():
-            raise StudyError("tracking.tracking_uri", f"{redact(uri)}: folder {folder} does not exist", "create it or point the URI elsewhere")
-        return
-    if not uri.startswith(("http://", "https://")):
-        return
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
-    try:
-        MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as exc:
-        text = str(exc)
-        if "401" in text or "403" in text or "Unauthorized" in text or "Permission" in text:
-            raise StudyError("tracking.tracking_uri", f"MLflow at {redact(uri)} refused the credentials", "set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)") from None
-        errno = re.search(r"\[Errno[^\]]*\][^\"')]*", text)
-        reason = errno.group(0).strip() if errno else text.splitlines()[0][:200]
-        raise StudyError("tracking.tracking_uri", f"MLflow at {redact(uri)} is unreachable ({reason})", fix) from None
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def redact(uri: str) -> str:
-    """The URI without the password or token in it (``scheme://user:secret@host`` -> ``user:***``;
-    a lone ``token@host`` -> ``***``), for anything printed, logged to MLflow or exported."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return uri
-    if parts.password is None and "@" not in parts.netloc:
-        return uri
-    user = parts.username if parts.password is not None else ""
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}" if user else f"***@{host}", parts.path, parts.query, parts.fragment))
-
-
-def redact_all(value: Any) -> Any:
-    """``redact`` applied to every string in a (nested) dict or list."""
-    if isinstance(value, str):
-        return redact(value) if "://" in value else value
-    if isinstance(value, dict):
-        return {k: redact_all(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(redact_all(v) for v in value)
-    return value
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{key}."))
-        else:
-            out[key] = v
-    return out
-
-
-def trial_status(failed: bool, last: Optional[dict[str, Any]]) -> str:
-    if failed:
-        return "failed"
-    if last is None or last.get("progress", 0) < 1:
-        return "early_stopped"
-    return "completed"
 
 
 class TrialRunLogger(MLflowLoggerCallback):
@@ -180,7 +96,7 @@ class TrialRunLogger(MLflowLoggerCallback):
         if ERROR_KEY in result:
             self._failed[trial] = {"error": str(result[ERROR_KEY])[:500], "error_kind": str(result.get(KIND_KEY, "error"))}
         # Not the worst-score stand-in (+-inf) a failed trial reports to the searcher.
-        metrics = {k: v for k, v in flatten(result).items() if k not in _SKIP and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        metrics = {k: v for k, v in flatten_dict(result, delimiter=".").items() if k not in NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
         if ERROR_KEY not in result:
             self._last[trial] = metrics
         self._checkpoints.add(str(trial), result)
@@ -195,7 +111,7 @@ class TrialRunLogger(MLflowLoggerCallback):
         failed = failed or ended is not None
         if run_id is not None:
             client = MlflowClient(self.tracking_uri)
-            client.set_tag(run_id, "status", trial_status(failed, self._last.get(trial)))
+            client.set_tag(run_id, "status", outcomes.status(failed, (self._last.get(trial) or {}).get("progress")))
             if ended is not None:
                 for tag, value in ended.items():
                     client.set_tag(run_id, tag, value)
@@ -218,21 +134,6 @@ class TrialRunLogger(MLflowLoggerCallback):
                 client.set_tag(run_id, "artifacts_error", "no checkpoint found in Ray storage")
         except Exception as exc:
             client.set_tag(run_id, "artifacts_error", f"{type(exc).__name__}: {exc}"[:500])
-
-
-def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_name: str) -> Optional[mlflow.entities.Run]:
-    """The run of trial ``trial_name`` (= its Ray folder name) under a study's parent run."""
-    found = client.search_runs(
-        [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial_name = '{trial_name}'", max_results=1
-    )
-    return found[0] if found else None
-
-
-def trial_run_id(uri: str, parent_run_id: str, trial_name: str) -> Optional[str]:
-    """The MLflow run of trial ``trial_name`` (= its folder name) under a study's parent run."""
-    client = MlflowClient(uri)
-    found = find_trial_run(client, client.get_run(parent_run_id).info.experiment_id, parent_run_id, trial_name)
-    return found.info.run_id if found else None
 
 
 def error_line(trial: Any) -> str:
@@ -274,3 +175,14 @@ def study_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], 
         raise
     else:
         mlflow.end_run("FINISHED")
+
+
+def mlflow_tracker(ctx: TrackerContext) -> TrialRunLogger:
+    """Each trial as a child run of the study's parent run."""
+    return TrialRunLogger(
+        ctx.tracking_uri, ctx.experiment, ctx.parent_run_id, ctx.settings,
+        {"model": ctx.model, "study": ctx.study, "stage": ctx.stage}, metric=ctx.metric, mode=ctx.mode, storage=ctx.storage,
+    )
+
+
+TRACKERS.register("mlflow", mlflow_tracker)

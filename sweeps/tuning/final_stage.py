@@ -17,7 +17,9 @@ import json
 import statistics
 from typing import Any, Iterable, Optional
 
-from sweeps.study import SchedulerSpec, Study
+from core import outcomes
+from core.specs import SchedulerSpec
+from sweeps.study import Study
 from trainables.failures import trial_failure
 
 SEED_KEY = "seed"  # the hyperparameter a final repeat differs in
@@ -50,9 +52,10 @@ def needs_own_data(study: Study) -> bool:
 def best_score(result: Any, metric: str, mode: str) -> Optional[float]:
     """A trial's best eval point (what its kept checkpoint holds); None if it failed or never scored."""
     df = result.metrics_dataframe
-    if trial_failure(result) is not None or df is None or metric not in df or df[metric].isna().all():
+    if trial_failure(result) is not None or df is None or metric not in df:
         return None
-    return float(df[metric].max() if mode == "max" else df[metric].min())
+    found = outcomes.best_point(zip(df[metric], df.index), mode)
+    return found[0] if found else None
 
 
 def _key(config: dict[str, Any]) -> str:
@@ -62,7 +65,7 @@ def _key(config: dict[str, Any]) -> str:
 def top_configs(results: Iterable[Any], metric: str, mode: str, k: int) -> list[dict[str, Any]]:
     """The ``k`` best distinct configurations of the search, best first."""
     scored = [(s, dict(r.config)) for r in results if (s := best_score(r, metric, mode)) is not None]
-    scored.sort(key=lambda t: t[0], reverse=mode == "max")
+    scored.sort(key=lambda t: outcomes.rank_key(t[0], False, mode))
     seen: dict[str, dict[str, Any]] = {}
     for _, config in scored:
         seen.setdefault(_key(config), config)
@@ -93,7 +96,7 @@ def pick(results: Iterable[Any], metric: str, mode: str) -> Optional[Pick]:
     if not groups:
         return None
     means = {key: statistics.fmean(s for s, _ in runs) for key, runs in groups.items()}
-    winner = (max if mode == "max" else min)(means, key=means.__getitem__)
+    _, winner = outcomes.best_point(((m, key) for key, m in means.items()), mode)
     runs = groups[winner]
     scores = [s for s, _ in runs]
     config = {k: v for k, v in runs[0][1].config.items() if k != SEED_KEY}

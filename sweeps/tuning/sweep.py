@@ -20,20 +20,23 @@ import ray
 import yaml
 from ray import tune
 from ray.tune.search import Searcher
+from ray.tune.utils import flatten_dict
 
+from core import outcomes
 from core.schedule import StepPlan, schedule
-from sweeps import cluster, extend, final_stage, resume, runs, tracking
-from sweeps.starvation import StarvationGuard
-from sweeps.storage import storage_root
-from sweeps.schedulers import SCHEDULERS
 from core.schema import to_dict
-from sweeps.searchers import SEARCHERS, GridSearcher, trial_count
 from sweeps.study import Study
+from sweeps.tracking import TRACKERS, TrackerContext, mlflow_logger, runs, store
+from sweeps.tuning import cluster, extend, final_stage, resume
+from sweeps.tuning.schedulers import SCHEDULERS
+from sweeps.tuning.searchers import SEARCHERS, GridSearcher, trial_count
+from sweeps.tuning.starvation import StarvationGuard
+from sweeps.tuning.storage import storage_root
 from trainables import data as data_mod
 from trainables.failures import trial_failure
 from trainables.floors import Floor, floor_verdict
-from trainables.model import check_architecture, load_tokenizer
 from trainables.kinds import TASKS
+from trainables.model import check_architecture, load_tokenizer
 from trainables.spec import TrialSpec
 from trainables.trial import run_trial
 
@@ -59,7 +62,7 @@ def study_settings(study: Study) -> dict[str, Any]:
     plain = to_dict(study)
     plain.pop("space", None)
     plain.pop("description", None)
-    return tracking.redact_all(tracking.flatten(plain))
+    return store.redact_all(flatten_dict(plain, delimiter="."))
 
 
 def trial_spec(study: Study, run_name: str) -> TrialSpec:
@@ -90,7 +93,7 @@ def build_tuner(study: Study, data_ref: Any, plan: StepPlan, max_concurrent: int
     assert study.space is not None
     search = study.search
     if searcher is None:
-        searcher = SEARCHERS[search.algorithm](
+        searcher = SEARCHERS[search.algorithm].make(
             study.space, study.methods, metric=search.metric, mode=search.mode, seed=search.seed,
             num_samples=search.num_samples, grid_repeats=search.grid_repeats, first_points=search.first_points,
         )
@@ -119,31 +122,25 @@ def build_tuner(study: Study, data_ref: Any, plan: StepPlan, max_concurrent: int
     )
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # v == v: not NaN
-
-
 def _best(results: tune.ResultGrid, metric: str, mode: str) -> Optional[dict[str, Any]]:
-    """Best eval point over all trials (what the kept checkpoint holds)."""
-    best = None
-    for r in results:
-        score = final_stage.best_score(r, metric, mode)
-        if score is None:
-            continue
-        if best is None or (score > best["metrics"][metric] if mode == "max" else score < best["metrics"][metric]):
-            df = r.metrics_dataframe
-            row = df.loc[df[metric].idxmax() if mode == "max" else df[metric].idxmin()]
-            last = df.iloc[-1]  # the held-out test split is scored once, at the end
-            metrics = {k: float(v) for k, v in row.items() if _is_number(v) and k not in tracking._SKIP and not k.startswith("test_")}
-            metrics.update({k: float(v) for k, v in last.items() if k.startswith("test_") and _is_number(v)})
-            best = {"config": dict(r.config), "metrics": metrics, "trial_id": r.metrics.get("trial_id"), "path": r.path}
-    return best
+    """The study's best trial (core.outcomes' rule): its config, the metrics at its best eval
+    point (what its kept checkpoint holds) and its test scores (scored once, at the end)."""
+    found = outcomes.best_point(((final_stage.best_score(r, metric, mode), r) for r in results), mode)
+    if found is None:
+        return None
+    r = found[1]
+    df = r.metrics_dataframe
+    _, at = outcomes.best_point(zip(df[metric], df.index), mode)
+    row, last = df.loc[at], df.iloc[-1]
+    metrics = {k: float(v) for k, v in row.items() if outcomes.usable(v) and k not in mlflow_logger.NOT_METRICS and not k.startswith("test_")}
+    metrics.update({k: float(v) for k, v in last.items() if k.startswith("test_") and outcomes.usable(v)})
+    return {"config": dict(r.config), "metrics": metrics, "trial_id": r.metrics.get("trial_id"), "path": r.path}
 
 
 def log_study_files(study: Study) -> None:
     """The study as it runs (overrides applied) and its resolved search space, on the parent
     run: what the report needs to rebuild Optuna's view and the ready-to-run best config."""
-    plain = tracking.redact_all(to_dict(study))
+    plain = store.redact_all(to_dict(study))
     space = plain.pop("space", None)
     mlflow.log_text(yaml.safe_dump(plain, sort_keys=False), runs.STUDY_FILE)
     mlflow.log_text(yaml.safe_dump(space, sort_keys=False), runs.SPACE_FILE)
@@ -176,7 +173,7 @@ def _forget_lost(storage: str, run_name: str, results: tune.ResultGrid, uri: str
 def run_study(study: Study, address: Optional[str] = None, local: bool = False, resume_run: bool = False, extend_by: Optional[int] = None) -> SweepOutcome:
     """Run ``study`` as a sweep (and its final stage); with ``resume_run``, continue its latest
     interrupted run; with ``extend_by``, add that many search trials to its latest finished run."""
-    tracking.check_reachable(tracking.tracking_uri(study.tracking.tracking_uri))
+    store.check_reachable(store.tracking_uri(study.tracking.tracking_uri))
     previous = resume.latest_unfinished(storage_root(study), study.name) if resume_run else None
     extension = extend.prepare(study, extend_by) if extend_by is not None else None
     task = TASKS[study.task]
@@ -234,17 +231,13 @@ def _run_final(stage: FinalStage, results: tune.ResultGrid, run_name: str, callb
 
 
 def _counts(results: tune.ResultGrid) -> dict[str, int]:
-    failed = [trial_failure(r) is not None for r in results]
-    counts = {"trials": len(results), "failed": sum(failed)}
-    counts["completed"] = sum(not f and (r.metrics or {}).get("progress", 0) >= 1 for f, r in zip(failed, results))
-    counts["early_stopped"] = counts["trials"] - counts["failed"] - counts["completed"]
-    return counts
+    return outcomes.counts(outcomes.status(trial_failure(r) is not None, (r.metrics or {}).get("progress")) for r in results)
 
 
 def _sweep(study: Study, prepared: data_mod.PreparedData, plan: StepPlan, max_concurrent: int, previous: Optional[dict[str, Any]], floors: list[Floor], stage: Optional[FinalStage], extension: Optional[extend.Extension] = None) -> SweepOutcome:
     storage = storage_root(study)
     run_name = previous["run_name"] if previous else f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}{'-extend' if extension else ''}"
-    uri = tracking.tracking_uri(study.tracking.tracking_uri)
+    uri = store.tracking_uri(study.tracking.tracking_uri)
     settings = study_settings(study)
     tags = {"study": study.name, "model": study.model, "search": study.search.algorithm, "scheduler": study.scheduler.name}
     params = {
@@ -261,17 +254,19 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: StepPlan, max_co
     data_ref = ray.put(prepared)
     parent_id = previous["parent_run_id"] if previous else (extension.parent.info.run_id if extension else None)
     reopened = "extended" if extension else "resumed"
-    with tracking.study_run(uri, study.experiment, run_name, params, {**tags, "mlflow.note.content": study.description}, run_id=parent_id, reopened=reopened) as parent:
+    with mlflow_logger.study_run(uri, study.experiment, run_name, params, {**tags, "mlflow.note.content": study.description}, run_id=parent_id, reopened=reopened) as parent:
         parent_id = parent.info.run_id
-        state = {"run_name": run_name, "parent_run_id": parent_id, "tracking_uri": tracking.redact(uri), "experiment": study.experiment, "finished": False}
+        state = {"run_name": run_name, "parent_run_id": parent_id, "tracking_uri": store.redact(uri), "experiment": study.experiment, "finished": False}
         resume.write(storage, run_name, state)
 
         def callbacks(run_study: Study, stage_name: str) -> list[Any]:
-            logger = tracking.TrialRunLogger(
-                uri, study.experiment, parent_id, study_settings(run_study), {"model": study.model, "study": study.name, "stage": stage_name},
+            ctx = TrackerContext(
+                tracking_uri=uri, experiment=study.experiment, parent_run_id=parent_id, run_name=run_name, stage=stage_name,
+                study=study.name, model=study.model, settings=study_settings(run_study),
                 metric=study.search.metric, mode=study.search.mode, storage=storage,
             )
-            return [logger, StarvationGuard(cluster.start_timeout(run_study.resources))]
+            trackers = [TRACKERS[name](ctx) for name in study.tracking.trackers]
+            return [*trackers, StarvationGuard(cluster.start_timeout(run_study.resources))]
 
         if previous:
             # Tune's experiment state: finished trials stay finished, unfinished ones (and
@@ -281,7 +276,7 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: StepPlan, max_co
             _forget_lost(storage, run_name, tuner.get_results(), uri, parent_id)
         elif extension:
             search = study.search
-            searcher = SEARCHERS[search.algorithm](
+            searcher = SEARCHERS[search.algorithm].make(
                 study.space, study.methods, metric=search.metric, mode=search.mode, seed=search.seed + extension.earlier,
                 num_samples=extension.trials, warm_start=extension.warm,
             )
@@ -339,7 +334,7 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: StepPlan, max_co
 
 
 def _run_id(uri: str, parent_id: str, best: dict[str, Any]) -> Optional[str]:
-    return tracking.trial_run_id(uri, parent_id, best["path"].rstrip("/").rsplit("/", 1)[-1])
+    return runs.trial_run_id(uri, parent_id, best["path"].rstrip("/").rsplit("/", 1)[-1])
 
 
 def log_floors(floors: list[Floor], study: Study) -> None:

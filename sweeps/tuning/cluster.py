@@ -14,7 +14,11 @@ from typing import Any, Optional
 import ray
 
 from core.errors import StudyError
-from trainables.trial import DRIVER_NODE_RESOURCE, DRIVER_NODE_SHARE, TRIAL_DRIVER_RESOURCES
+from trainables.trial import (
+    DRIVER_NODE_RESOURCE,
+    DRIVER_NODE_SHARE,
+    TRIAL_DRIVER_RESOURCES,
+)
 
 
 def driver_resources() -> dict[str, float]:

@@ -1,5 +1,8 @@
 """Search algorithms: grid, random, Optuna TPE. Each turns a SearchSpace into what Tune takes.
 
+A new algorithm is one ``SEARCHERS.register(SearchAlgorithm(...))`` line (here, or in its own
+module imported at the bottom of this one); ``search.algorithm`` and ``--search`` accept it.
+
 Random and TPE both run through Ray's ``OptunaSearch`` with a define-by-run space, which is
 how one space stays conditional (IA3 trials never sample a rank); only the Optuna sampler
 differs. Grid enumerates the space per method and serves the points as a Tune Searcher.
@@ -15,6 +18,7 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from core.registry import Registry
 from search_spaces import Param, SearchSpace
 
 
@@ -75,7 +79,7 @@ def _optuna(sampler: optuna.samplers.BaseSampler) -> Callable[..., Searcher]:
     return make
 
 
-def tpe(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, first_points: Any = None, warm_start: Optional[WarmStart] = None, **_: Any) -> Searcher:
+def optuna_tpe(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, first_points: Any = None, warm_start: Optional[WarmStart] = None, **_: Any) -> Searcher:
     # Multivariate + group TPE models parameters jointly and handles the conditional
     # branches; a few random start-up trials first, fewer on small budgets.
     sampler = optuna.samplers.TPESampler(
@@ -130,9 +134,28 @@ def grid(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: i
     return GridSearcher(space.grid_points(methods) * grid_repeats, metric=metric, mode=mode)
 
 
-SEARCHERS: dict[str, Callable[..., Searcher]] = {"optuna": tpe, "random": random, "grid": grid}
+@dataclasses.dataclass(frozen=True)
+class SearchAlgorithm:
+    name: str
+    description: str
+    # (space, methods, metric=, mode=, seed=, num_samples=, grid_repeats=, first_points=,
+    # warm_start=) -> a Tune Searcher
+    make: Callable[..., Searcher]
+    # Runs every point of the space (a grid): no continuous ranges, no first_points, and as
+    # many trials as points x grid_repeats instead of search.num_samples.
+    enumerates: bool = False
+
+    def trial_count(self, space: SearchSpace, methods: list[str], num_samples: int, grid_repeats: int = 1) -> int:
+        """How many trials the search will run."""
+        return space.grid_size(methods) * grid_repeats if self.enumerates else num_samples
+
+
+SEARCHERS: Registry[SearchAlgorithm] = Registry("search algorithm")
+SEARCHERS.register("optuna", SearchAlgorithm("optuna", "Optuna TPE (multivariate, grouped): learns from every finished trial", optuna_tpe))
+SEARCHERS.register("random", SearchAlgorithm("random", "uniform random points (Optuna's RandomSampler)", random))
+SEARCHERS.register("grid", SearchAlgorithm("grid", "every point of the space, grid_repeats times", grid, enumerates=True))
 
 
 def trial_count(algorithm: str, space: SearchSpace, methods: list[str], num_samples: int, grid_repeats: int = 1) -> int:
     """How many trials the search will run (grid: every point, grid_repeats times)."""
-    return space.trial_count(algorithm, methods, num_samples, grid_repeats)
+    return SEARCHERS[algorithm].trial_count(space, methods, num_samples, grid_repeats)

@@ -10,6 +10,11 @@ from typing import Any, Callable
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from core.registry import Registry
+
+# (the study's SchedulerSpec, eval points of a trial) -> Tune scheduler
+SCHEDULERS: Registry[Callable[[Any, int], TrialScheduler]] = Registry("scheduler")
+
 
 def fifo(spec: Any, eval_points: int) -> TrialScheduler:
     return FIFOScheduler()
@@ -24,4 +29,5 @@ def asha(spec: Any, eval_points: int) -> TrialScheduler:
     )
 
 
-SCHEDULERS: dict[str, Callable[[Any, int], TrialScheduler]] = {"none": fifo, "asha": asha}
+SCHEDULERS.register("none", fifo)
+SCHEDULERS.register("asha", asha)

@@ -1,4 +1,4 @@
-"""Find a study's runs in MLflow: its latest parent run (or one by id), its trial runs, the best.
+"""Reading a study back from MLflow (writing it is ``sweeps.tracking.mlflow_logger``): its latest parent run (or one by id), its trial runs, the best.
 
 What ``sweeps.report``, ``sweeps.export`` and ``sweeps.predict`` start from. MLflow is the
 record of a sweep: these commands work wherever its tracking store is reachable, also after
@@ -16,8 +16,8 @@ import yaml
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from sweeps import tracking
 from core.errors import StudyError
+from sweeps.tracking import store
 
 # One progress bar per downloaded file drowns the report in the terminal.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -39,20 +39,20 @@ def client_for(ref: str, tracking_uri: Optional[str]) -> tuple[MlflowClient, Opt
     """(client, experiment name or None for a run id). A study name reads the study file for its
     experiment and tracking URI; ``tracking_uri`` (or $MLFLOW_TRACKING_URI) overrides that."""
     if RUN_ID.match(ref):
-        return MlflowClient(tracking.tracking_uri(tracking_uri)), None
+        return MlflowClient(store.tracking_uri(tracking_uri)), None
     from sweeps.study import read_yaml, study_file
 
     path = study_file(ref)
     raw = read_yaml(path)
     where = raw.get("tracking") or {}
     experiment = where.get("experiment") or raw.get("name") or path.stem
-    return MlflowClient(tracking.tracking_uri(tracking_uri or where.get("tracking_uri"))), experiment
+    return MlflowClient(store.tracking_uri(tracking_uri or where.get("tracking_uri"))), experiment
 
 
 def find_parent(ref: str, tracking_uri: Optional[str] = None) -> tuple[MlflowClient, Run]:
     """A study's latest parent run that ran to its end (FINISHED), or the parent run ``ref``."""
     client, experiment = client_for(ref, tracking_uri)
-    uri = tracking.redact(client.tracking_uri)
+    uri = store.redact(client.tracking_uri)
     if experiment is None:
         try:
             run = client.get_run(ref)
@@ -119,3 +119,18 @@ def parent_yaml(client: MlflowClient, parent: Run, name: str) -> Optional[dict[s
 def sampled_params(run: Run) -> dict[str, str]:
     """What the searcher chose for a trial (its params without the fixed ``study.*`` ones)."""
     return {k: v for k, v in run.data.params.items() if not k.startswith("study.")}
+
+
+def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_name: str) -> Optional[mlflow.entities.Run]:
+    """The run of trial ``trial_name`` (= its Ray folder name) under a study's parent run."""
+    found = client.search_runs(
+        [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial_name = '{trial_name}'", max_results=1
+    )
+    return found[0] if found else None
+
+
+def trial_run_id(uri: str, parent_run_id: str, trial_name: str) -> Optional[str]:
+    """The MLflow run of trial ``trial_name`` (= its folder name) under a study's parent run."""
+    client = MlflowClient(uri)
+    found = find_trial_run(client, client.get_run(parent_run_id).info.experiment_id, parent_run_id, trial_name)
+    return found.info.run_id if found else None

@@ -11,11 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
-from search_spaces import Param
-from sweeps.leaderboard import TrialScore
 from core.schema import parse
+from search_spaces import Param
+from sweeps.reporting.leaderboard import TrialScore
 
 
 def distribution(p: Param) -> BaseDistribution | None:

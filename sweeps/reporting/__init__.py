@@ -1,0 +1,1 @@
+"""Reading a finished study for people: leaderboard, plots, error analysis, Optuna views."""

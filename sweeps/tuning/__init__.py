@@ -1,0 +1,1 @@
+"""Running a study on Ray Tune: the Tuner, searchers, schedulers, the cluster, resume/extend, the final stage."""
