@@ -88,7 +88,7 @@ def plain(study: Study) -> dict[str, Any]:
 
 
 def sweep(concurrency: int, workdir: Path) -> dict[str, Any]:
-    from sweeps.tuning.sweep import run_study
+    from sweeps.tuning.tuner import run_study
 
     out = workdir / f"x{concurrency}"
     study = load_study(str(STUDY), [

@@ -64,13 +64,13 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             study = load_study(args.study, smoke_overrides(study, torch.cuda.is_available()) + sets)
         if args.dry_run:
-            from sweeps.plan import describe
+            from sweeps.dry_run import describe
 
             print(describe(study))
             print("dry run: study is valid; nothing started")
             return 0
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from sweeps.tuning.sweep import run_study
+        from sweeps.tuning.tuner import run_study
 
         if args.extend is not None and args.resume:
             raise StudyError("--extend", "cannot be combined with --resume", "resume the interrupted run first, then extend it")

@@ -98,7 +98,7 @@ def test_a_diverging_trial_fails_at_once_as_the_worst_result_and_the_study_goes_
     from ray.train.v2._internal.state.state_actor import get_state_actor
 
     from sweeps.study import load_study
-    from sweeps.tuning.sweep import run_study
+    from sweeps.tuning.tuner import run_study
     from tests.conftest import base_study, mlflow_runs, write_study
 
     ray.shutdown()

@@ -18,7 +18,7 @@ def test_environment_then_study_setting_win(workdir, monkeypatch):
 def test_study_settings_are_dotted_params_without_secrets(minilm_path):
     from core.schema import parse
     from sweeps.study import Study
-    from sweeps.tuning.sweep import study_settings
+    from sweeps.tuning.tuner import study_settings
     from tests.conftest import base_study
 
     study = parse(Study, {**base_study(minilm_path), "tracking": {"tracking_uri": "http://alice:s3cret@mlflow.example:5000"}})

@@ -14,24 +14,30 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
 def confusion_png(matrix_csv: Path, out: Path, title: str) -> Path:
-    """Heatmap of ``confusion_matrix.csv`` (rows = true label; columns = predicted label, or
-    TN/FP/FN/TP per label for multi-label), each cell with its count."""
+    """Heatmap of ``confusion_matrix.csv``, each cell with its count: scikit-learn's
+    ``ConfusionMatrixDisplay`` for a single-label matrix (rows = true, columns = predicted); the
+    multi-label table (TN/FP/FN/TP per label: not a square matrix, which that display needs)
+    as a plain annotated heatmap."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     frame = pd.read_csv(matrix_csv, index_col=0)
     n_rows, n_cols = frame.shape
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * n_cols, 1.0 + 0.55 * n_rows), dpi=110)
-    ax.imshow(frame.values, cmap="Blues")
-    ax.set_xticks(range(n_cols), frame.columns, rotation=45, ha="right")
-    ax.set_yticks(range(n_rows), frame.index)
-    ax.set_xlabel("predicted" if frame.columns[0] != "TN" else "count")
-    ax.set_ylabel("true")
-    top = frame.values.max() or 1
-    for i in range(n_rows):
-        for j in range(n_cols):
-            value = frame.values[i, j]
+    if frame.columns[0] != "TN":
+        ConfusionMatrixDisplay(frame.values, display_labels=list(frame.columns)).plot(ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45, values_format="d")
+    else:
+        ax.imshow(frame.values, cmap="Blues")
+        ax.set_xticks(range(n_cols), frame.columns)
+        ax.set_yticks(range(n_rows), frame.index)
+        ax.set_xlabel("count")
+        ax.set_ylabel("label")
+        top = frame.values.max() or 1
+        for (i, j), value in np.ndenumerate(frame.values):
             ax.text(j, i, str(value), ha="center", va="center", color="white" if value > top / 2 else "black", fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()

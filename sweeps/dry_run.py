@@ -1,4 +1,4 @@
-"""The human-readable plan of a validated study (what --dry-run prints)."""
+"""What a study will do, in words: what --dry-run prints (no Ray, no MLflow, nothing started)."""
 
 from __future__ import annotations
 
