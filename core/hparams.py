@@ -23,37 +23,44 @@ def _schedulers() -> list[str]:
     return sorted(s.value for s in SchedulerType)
 
 
-def _positive_int(v: Any) -> bool:
+def positive_int(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and v > 0
 
 
-def _positive(v: Any) -> bool:
+def positive(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
-def _unit(v: Any) -> bool:
+def unit(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
 
 
-def _non_negative(v: Any) -> bool:
+def non_negative(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
 
 
-# name -> (check, what it must be, fix (or a function giving it))
-RULES: dict[str, tuple[Callable[[Any], bool], str, Union[str, Callable[[], str]]]] = {
-    "lora_r": (_positive_int, "a rank must be an integer > 0", "use ranks like 4, 8, 16"),
-    "lora_alpha": (_positive, "alpha must be > 0", "use e.g. 2 x rank"),
-    "lora_alpha_ratio": (_positive, "the alpha/rank ratio must be > 0", "use 1, 2 or 4"),
-    "lora_dropout": (_unit, "dropout must be in [0, 1)", "use e.g. 0.05"),
-    "target_modules": (lambda v: isinstance(v, str) and bool(v), "target modules must be a preset name or comma-separated module names", "use default, all-linear or e.g. q_proj,v_proj"),
-    "learning_rate": (_positive, "the learning rate must be > 0", "use e.g. 1e-4 .. 5e-3"),
-    "head_learning_rate": (_positive, "the task head's learning rate must be > 0", "use e.g. 1e-3, or leave it out (= learning_rate)"),
+# (check, what the value must be, fix (or a function giving it))
+Rule = tuple[Callable[[Any], bool], str, Union[str, Callable[[], str]]]
+
+# The hyperparameters every trial understands; a method adds its own when it is registered
+# (trainables.methods: LoRA's rank, alpha, dropout, target modules).
+RULES: dict[str, Rule] = {
+    "learning_rate": (positive, "the learning rate must be > 0", "use e.g. 1e-4 .. 5e-3"),
+    "head_learning_rate": (positive, "the task head's learning rate must be > 0", "use e.g. 1e-3, or leave it out (= learning_rate)"),
     "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a seed is an integer >= 0", "use e.g. 0, 1, 2"),
-    "warmup_ratio": (_unit, "the warmup ratio must be in [0, 1)", "use e.g. 0.03 or 0.1"),
-    "weight_decay": (_non_negative, "weight decay must be >= 0", "use 0 or 0.01"),
+    "warmup_ratio": (unit, "the warmup ratio must be in [0, 1)", "use e.g. 0.03 or 0.1"),
+    "weight_decay": (non_negative, "weight decay must be >= 0", "use 0 or 0.01"),
     "packing": (lambda v: isinstance(v, bool), "packing is true or false", "use [false, true]"),
     "lr_scheduler": (lambda v: v in _schedulers(), "unknown learning-rate schedule", lambda: f"use one of {', '.join(_schedulers())}"),
 }
+
+def add_rules(rules: dict[str, Rule]) -> None:
+    """Make hyperparameters known (a method's own); a name may be added again by another
+    method only with the same rule."""
+    for name, rule in rules.items():
+        if RULES.setdefault(name, rule) is not rule:
+            raise ValueError(f"hyperparameter {name!r} already has another rule")
+
 
 DEFAULTS: dict[str, Any] = {
     "learning_rate": 2e-4,

@@ -1,5 +1,6 @@
-"""The architecture holds: packages import only downward, and a task kind and a tracker plug
-in with one module and one registration line each (docs/ARCHITECTURE.md)."""
+"""The architecture holds: packages import only downward, and a task kind, a PEFT method, a
+searcher and a tracker plug in with one module and one registration line each
+(docs/ARCHITECTURE.md, tests/toy_plugins.py)."""
 
 from __future__ import annotations
 
@@ -77,10 +78,30 @@ def test_a_registered_kind_checks_its_own_settings(workdir, minilm_path, capsys)
     assert "search.metric: task toy_short_texts does not produce 'f1_macro'" in capsys.readouterr().err
 
 
+def test_a_registered_method_brings_its_hyperparameters(workdir, minilm_path, capsys):
+    import torch
+
+    from sweeps.run import main
+    from tests import toy_plugins  # noqa: F401
+    from trainables import model as models
+    from trainables.kinds import TASKS
+
+    study = base_study(minilm_path, methods=["tiny_lora"])
+    study["search_space"]["overrides"] = {"toy_rank": [0], "learning_rate": [1e-3]}
+    assert main([write_study(workdir, study), "--dry-run"]) == 2
+    assert "toy_rank: 0 is not allowed: toy_rank is an integer > 0 (fix: use 2)" in capsys.readouterr().err
+    study["search_space"]["overrides"]["toy_rank"] = [3]
+    assert main([write_study(workdir, study), "--dry-run"]) == 0
+    tok = models.load_tokenizer(minilm_path)
+    net = models.build_model(minilm_path, TASKS["single_label"], ["a", "b"], "tiny_lora", {"toy_rank": 3}, torch.device("cpu"), tok.pad_token_id)
+    assert {m.r["default"] for m in net.modules() if hasattr(m, "lora_A")} == {3}
+
+
 @pytest.mark.ray
-def test_a_toy_task_kind_and_a_toy_tracker_run_a_whole_sweep(ray_cluster, workdir, minilm_path):
+def test_a_toy_task_kind_searcher_and_tracker_run_a_whole_sweep(ray_cluster, workdir, minilm_path):
     """The toy kind prepares the data in the driver and trains, scores and writes its eval file
-    in the Ray Train worker; the toy tracker records every result beside MLflow."""
+    in the Ray Train worker; the toy searcher picks the one trial; the toy tracker records
+    every result beside MLflow."""
     import ray.cloudpickle
 
     from sweeps.run import main
@@ -89,13 +110,14 @@ def test_a_toy_task_kind_and_a_toy_tracker_run_a_whole_sweep(ray_cluster, workdi
     # The workers cannot import tests/: the toy kind travels with the trial spec, by value.
     ray.cloudpickle.register_pickle_by_value(toy_plugins)
     study = base_study(minilm_path, name="toy", task="toy_short_texts",
-                       search={"algorithm": "grid", "metric": "toy_accuracy", "mode": "max"},
+                       search={"algorithm": "first_point", "num_samples": 1, "metric": "toy_accuracy", "mode": "max"},
                        tracking={"trackers": ["mlflow", "jsonl"]})
     assert main([write_study(workdir, study)]) == 0
 
     client, found = mlflow_runs(workdir, "toy")
     parent = next(r for r in found if "mlflow.parentRunId" not in r.data.tags)
-    trial = next(r for r in found if "mlflow.parentRunId" in r.data.tags)
+    (trial,) = [r for r in found if "mlflow.parentRunId" in r.data.tags]
+    assert parent.data.tags["search"] == "first_point"
     history = client.get_metric_history(trial.info.run_id, "toy_accuracy")
     assert len(history) == 2 and "best_toy_accuracy" in parent.data.metrics  # evals_per_epoch: 2
     assert "f1_macro" not in trial.data.metrics

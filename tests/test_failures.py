@@ -129,7 +129,7 @@ def test_a_diverging_trial_fails_at_once_as_the_worst_result_and_the_study_goes_
         # --extend's searcher, rebuilt from MLflow, is told the same worst score
         from sweeps.reporting import leaderboard
         from sweeps.reporting.optuna_view import as_optuna_study
-        from sweeps.tracking.mlflow_logger import runs as runs_mod
+        from sweeps.tracking import runs as runs_mod
 
         parent = next(r for r in found if "mlflow.parentRunId" not in r.data.tags)
         scores = leaderboard.score_trials(client, runs_mod.trial_runs(client, parent), "f1_macro", "max")

@@ -1,6 +1,7 @@
-"""A toy task kind and a toy tracker, each added the documented way: one module (this one
-holds both, for the test) and one registration line each. Nothing else in the project knows
-them; tests/test_architecture.py runs a sweep with both."""
+"""A toy task kind, PEFT method, searcher and tracker, each added the documented way: one module
+(this one holds all four, for the test) and one registration line each. Nothing else in the
+project knows them; tests/test_architecture.py runs a sweep with the kind, the searcher and the
+tracker, and builds a model with the method."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from typing import Any, Optional
 
 from ray import tune
 
+from core import hparams
 from core.errors import StudyError
 from sweeps.tracking import TRACKERS, TrackerContext
+from sweeps.tuning.searchers import SEARCHERS, GridSearcher, SearchAlgorithm
+from trainables import methods
 from trainables.kinds import Task, classification, register
 
 
@@ -60,6 +64,18 @@ class JsonLinesTracker(tune.Callback):
             f.write(json.dumps({"trial": str(trial), "step": result.get("step"), self.ctx.metric: result.get(self.ctx.metric)}) + "\n")
 
 
+def first_point(space: Any, methods: list[str], metric: str, mode: str, **_: Any) -> GridSearcher:
+    """A searcher that runs the space's first grid point only."""
+    return GridSearcher(space.grid_points(methods)[:1], metric=metric, mode=mode)
+
+
+def tiny_lora(hp: dict[str, Any], task_type: str, model_type: str) -> Any:
+    """LoRA whose rank is the method's own hyperparameter, ``toy_rank``."""
+    return methods.METHODS["lora"].peft_config({**hp, "lora_r": hp.get("toy_rank", 2)}, task_type, model_type)
+
+
 TOY = ShortTexts()
 register(TOY, Task("toy_short_texts", TOY, ("toy_accuracy", "eval_loss"), "short texts, toy-scored (tests)", "single_label_classification"))
 TRACKERS.register("jsonl", JsonLinesTracker)
+SEARCHERS.register("first_point", SearchAlgorithm("first_point", "the first grid point only (tests)", first_point))
+methods.register(methods.Method("tiny_lora", "LoRA at its own rank (tests)", tiny_lora, hyperparams={"toy_rank": (hparams.positive_int, "toy_rank is an integer > 0", "use 2")}))

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import torch
 from peft import IA3Config, LoraConfig, PeftConfig, TaskType
 
+from core import hparams
 from core.registry import Registry
 
 # Classification heads are freshly initialised: they must stay in full precision
@@ -36,6 +37,9 @@ class Method:
     trains: str = "adapter"  # "adapter" | "head" (only the task head) | "all" (full fine-tuning)
     # Only for task kinds that train a freshly initialised head (the ``head`` baseline).
     needs_fresh_head: bool = False
+    # The hyperparameters only this method reads, with their rules (core.hparams.Rule); made
+    # known to search spaces and studies when the method is registered.
+    hyperparams: dict[str, hparams.Rule] = dataclasses.field(default_factory=dict)
 
     @property
     def quantized(self) -> bool:
@@ -50,6 +54,7 @@ METHODS: Registry[Method] = Registry("method")
 
 
 def register(method: Method) -> Method:
+    hparams.add_rules(method.hyperparams)
     return METHODS.register(method.name, method)
 
 
@@ -116,8 +121,16 @@ def _nf4(device: torch.device) -> Any:
     )
 
 
-register(Method("lora", "low-rank adapters on frozen fp32/bf16 weights", _lora))
-register(Method("qlora", "LoRA on a 4-bit nf4 (bitsandbytes) base, k-bit prepared", _lora, _nf4))
+LORA_HPARAMS: dict[str, hparams.Rule] = {
+    "lora_r": (hparams.positive_int, "a rank must be an integer > 0", "use ranks like 4, 8, 16"),
+    "lora_alpha": (hparams.positive, "alpha must be > 0", "use e.g. 2 x rank"),
+    "lora_alpha_ratio": (hparams.positive, "the alpha/rank ratio must be > 0", "use 1, 2 or 4"),
+    "lora_dropout": (hparams.unit, "dropout must be in [0, 1)", "use e.g. 0.05"),
+    "target_modules": (lambda v: isinstance(v, str) and bool(v), "target modules must be a preset name or comma-separated module names", "use default, all-linear or e.g. q_proj,v_proj"),
+}
+
+register(Method("lora", "low-rank adapters on frozen fp32/bf16 weights", _lora, hyperparams=LORA_HPARAMS))
+register(Method("qlora", "LoRA on a 4-bit nf4 (bitsandbytes) base, k-bit prepared", _lora, _nf4, hyperparams=LORA_HPARAMS))
 register(Method("ia3", "learned rescaling of keys, values and feed-forward activations (no rank)", _ia3))
 register(Method("full", "baseline: full fine-tuning, every weight trains (most memory; no adapter)", None, trains="all"))
 register(Method("head", "baseline: frozen pretrained base, only the fresh task head trains (a linear probe)", None, trains="head", needs_fresh_head=True))

@@ -8,13 +8,15 @@ the driver needs before anything starts (``check``, ``floors``) and what shapes 
 the names a study's ``task:`` takes (classification offers single_label, multi_label and
 sentence_pair).
 
-Adding a kind: a module that defines its class and calls ``register(KIND, Task(...), ...)``,
-plus its name in the import line at the bottom of this file (see docs/ARCHITECTURE.md).
+Adding a kind: a module with the kind's functions, ending in ``KIND = ModuleKind(...)`` (or any
+class with the ``TaskKind`` members) and ``register(KIND, Task(...), ...)``, plus its name in
+the import line at the bottom of this file (see docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from core.registry import Registry
@@ -60,6 +62,47 @@ class TaskKind(Protocol):
 
     def write_files(self, folder: str, payload: Any, base_payload: Optional[Any], data: "PreparedData", task: "Task") -> None:
         """The checkpoint's validation files (``eval/``), next to the model before training."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleKind:
+    """A task kind whose functions are those of one module (the built-in kinds): the kind
+    travels to Ray's processes as a few strings, and its module is imported where it is used."""
+
+    name: str
+    module: str  # dotted name of the module holding the kind's functions
+    auto_model_name: str
+    peft_task_type: str
+    fresh_head: bool
+    eval_file: str
+    no_floor_because: Optional[str] = None
+
+    def _functions(self) -> Any:
+        return importlib.import_module(self.module)
+
+    def check(self, task: "Task", data: "DataSpec", training: "TrainingSpec") -> None:
+        self._functions().check(task, data, training)
+
+    def head_kwargs(self, task: "Task", label_names: list[str]) -> dict[str, Any]:
+        return self._functions().head_kwargs(task, label_names)
+
+    def prepare(self, data: "DataSpec", task: "Task", tokenizer: Any, training: "TrainingSpec", seed: int) -> "PreparedData":
+        return self._functions().prepare(data, task, tokenizer, training, seed)
+
+    def floors(self, data: "PreparedData", task: "Task", seed: int) -> list[Any]:
+        return self._functions().floors(data, task, seed)
+
+    def collator(self, tokenizer: Any, task: "Task") -> Any:
+        return self._functions().collator(tokenizer, task)
+
+    def train_split(self, data: "PreparedData", hp: dict[str, Any], training: "TrainingSpec") -> Any:
+        return self._functions().train_split(data, hp, training)
+
+    def evaluate(self, model: Any, loader: Any, data: "PreparedData", split: str, device: Any, task: "Task", training: "TrainingSpec") -> tuple[dict[str, float], Any]:
+        return self._functions().evaluate(model, loader, data, split, device, task, training)
+
+    def write_files(self, folder: str, payload: Any, base_payload: Optional[Any], data: "PreparedData", task: "Task") -> None:
+        self._functions().write_files(folder, payload, base_payload, data, task)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from core.errors import StudyError
-from trainables.kinds import Task, register
+from trainables.kinds import ModuleKind, Task, register
 
 # Libraries a trial's Tune actor and Train controller need not load (they unpickle the task,
 # hence this module): imported where used, in the driver and the workers.
@@ -100,26 +100,8 @@ def write_files(folder: str, payload: Any, base_payload: Optional[Any], data: Pr
     eval_files.write(folder, logits, labels, data.label_names, task.multi_label, data.texts, base_logits)
 
 
-class Classification:
-    """Text(s) -> label(s) with a fresh sequence-classification head."""
-
-    name = "classification"
-    auto_model_name = "AutoModelForSequenceClassification"
-    peft_task_type = "SEQ_CLS"
-    fresh_head = True
-    eval_file = "eval/predictions.csv"
-    no_floor_because = None
-    check = staticmethod(check)
-    head_kwargs = staticmethod(head_kwargs)
-    prepare = staticmethod(prepare)
-    floors = staticmethod(floors)
-    collator = staticmethod(collator)
-    train_split = staticmethod(train_split)
-    evaluate = staticmethod(evaluate)
-    write_files = staticmethod(write_files)
-
-
-KIND = Classification()
+# Text(s) -> label(s) with a fresh sequence-classification head.
+KIND = ModuleKind("classification", __name__, "AutoModelForSequenceClassification", "SEQ_CLS", fresh_head=True, eval_file="eval/predictions.csv")
 register(
     KIND,
     Task("single_label", KIND, METRICS, "one label per text (SST-2, IMDB, emotion)", "single_label_classification"),

@@ -18,7 +18,7 @@ from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 
 from core.errors import StudyError
-from trainables.kinds import Task, register
+from trainables.kinds import ModuleKind, Task, register
 from trainables.squad_metrics import question_scores, squad_scores
 
 if TYPE_CHECKING:
@@ -198,26 +198,8 @@ def write_files(folder: str, payload: Any, base_payload: Optional[Any], data: Pr
     pd.DataFrame(rows).to_csv(os.path.join(folder, "eval", PREDICTIONS), index=False)
 
 
-class ExtractiveQA:
-    """Question + context -> answer span, with a fresh start/end head."""
-
-    name = "qa"
-    auto_model_name = "AutoModelForQuestionAnswering"
-    peft_task_type = "QUESTION_ANS"
-    fresh_head = True
-    eval_file = "eval/predictions.csv"
-    no_floor_because = None
-    check = staticmethod(check)
-    head_kwargs = staticmethod(head_kwargs)
-    prepare = staticmethod(prepare)
-    floors = staticmethod(floors)
-    collator = staticmethod(collator)
-    train_split = staticmethod(train_split)
-    evaluate = staticmethod(evaluate)
-    write_files = staticmethod(write_files)
-
-
-KIND = ExtractiveQA()
+# Question + context -> answer span, with a fresh start/end head.
+KIND = ModuleKind("qa", __name__, "AutoModelForQuestionAnswering", "QUESTION_ANS", fresh_head=True, eval_file="eval/predictions.csv")
 register(
     KIND,
     Task("extractive_qa", KIND, METRICS, "answer = a span of the context (SQuAD v1.1); exact match and F1 as the official script defines them"),

@@ -19,7 +19,7 @@ from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 
 from core.errors import StudyError
-from trainables.kinds import Task, register
+from trainables.kinds import ModuleKind, Task, register
 
 if TYPE_CHECKING:
     from trainables.data import PreparedData
@@ -213,26 +213,8 @@ def write_files(folder: str, payload: Any, base_payload: Optional[Any], data: Pr
     pd.DataFrame(rows).to_csv(os.path.join(folder, "eval", GENERATIONS), index=False)
 
 
-class Instruction:
-    """Conversations -> the assistant's answers, on the pretrained causal-LM head."""
-
-    name = "sft"
-    auto_model_name = "AutoModelForCausalLM"
-    peft_task_type = "CAUSAL_LM"
-    fresh_head = False
-    eval_file = f"eval/{GENERATIONS}"
-    no_floor_because = "instruction tuning: the floor is the pretrained model answering zero-shot (each trial's before_* metrics)"
-    check = staticmethod(check)
-    head_kwargs = staticmethod(head_kwargs)
-    prepare = staticmethod(prepare)
-    floors = staticmethod(floors)
-    collator = staticmethod(collator)
-    train_split = staticmethod(train_split)
-    evaluate = staticmethod(evaluate)
-    write_files = staticmethod(write_files)
-
-
-KIND = Instruction()
+# Conversations -> the assistant's answers, on the pretrained causal-LM head.
+KIND = ModuleKind("sft", __name__, "AutoModelForCausalLM", "CAUSAL_LM", fresh_head=False, eval_file=f"eval/{GENERATIONS}", no_floor_because="instruction tuning: the floor is the pretrained model answering zero-shot (each trial's before_* metrics)")
 register(
     KIND,
     Task("instruction", KIND, METRICS, "chat/instruction tuning on conversations (FineTome, ShareGPT, OpenAI messages); loss on answer tokens only"),
