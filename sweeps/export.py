@@ -113,12 +113,13 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
             "method": method,
             "params": runs.sampled_params(trial),
             "metric": metric,
-            "value": trial.data.metrics.get(metric),
+            "value": best_value(client, trial, metric, settings["search"]["mode"]),
             "task": settings["task"],
             "model": ref,
             "base_model": base_path,
             "labels": labels,
             "max_length": settings["training"]["max_length"],
+            "training": settings["training"],  # what its answers are computed with (trainables.inference)
             "merged": merge,
             "quantization": quantization,
         }
@@ -129,6 +130,14 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(work), out)
     return info
+
+
+def best_value(client: MlflowClient, trial: Run, metric: str, mode: str) -> Optional[float]:
+    """The trial's score at its best eval point: the checkpoint its adapter comes from."""
+    from core import outcomes
+
+    found = outcomes.best_point(((m.value, m.step) for m in client.get_metric_history(trial.info.run_id, metric)), mode)
+    return found[0] if found else trial.data.metrics.get(metric)
 
 
 def model_card(info: dict[str, Any]) -> str:

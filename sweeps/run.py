@@ -101,8 +101,53 @@ def main(argv: Optional[list[str]] = None) -> int:
         first = next((why for r in outcome.results if (why := trial_failure(r)) is not None), None)
         print(f"error: every trial failed; first error: {first or 'unknown'} (full tracebacks: error.txt in each trial folder under {outcome.results.experiment_path})", file=sys.stderr)
         return 1
+    print(leaderboard_top(study, outcome.parent_run_id))
     summary(study, outcome)
+    print(look_further(outcome.parent_run_id, store_uri(study)))
     return 0
+
+
+def store_uri(study: Any) -> str:
+    from sweeps.tracking import store
+
+    return store.tracking_uri(study.tracking.tracking_uri)
+
+
+def leaderboard_top(study: Any, parent_run_id: str, rows: int = 5) -> str:
+    """The study's leaderboard (its first rows), as ``sweeps.report`` ranks it, from MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.reporting import leaderboard
+    from sweeps.tracking import runs
+
+    metric, mode = study.search.metric, study.search.mode
+    try:
+        client = MlflowClient(store_uri(study))
+        parent = client.get_run(parent_run_id)
+        scores = leaderboard.score_trials(client, runs.trial_runs(client, parent), metric, mode, parent.data.tags.get("best_run_id"))
+    except Exception as exc:  # every trial is recorded; a read failing now must not fail the sweep
+        return f"(leaderboard not read back from MLflow: {type(exc).__name__}: {exc})"
+    board = leaderboard.leaderboard(scores, metric)
+    cols = [c for c in ("rank", "trial", "method", "stage", "status", metric, f"test_{metric}", "params") if c in board]
+    more = f" (top {rows} of {len(board)})" if len(board) > rows else ""
+    return f"\nleaderboard{more}:\n{leaderboard.markdown(board[cols].head(rows))}\n"
+
+
+def look_further(parent_run_id: str, uri: str) -> str:
+    """Commands that open this study run's results (by run id: a --smoke run's experiment is
+    not the study's; with --tracking-uri where the store is not the default one)."""
+    from sweeps.tracking import store
+
+    shown = store.redact(uri)
+    ref = parent_run_id if uri == store.tracking_uri(None) else f"{parent_run_id} --tracking-uri {shown}"
+    ui = f"open {shown} in a browser" if uri.startswith("http") else f"mlflow ui --backend-store-uri {shown}"
+    return "\n".join([
+        "\nlook further:",
+        f"  python -m sweeps.report {ref}    # leaderboard, method comparison, floors, plots, error analysis",
+        f"  python -m sweeps.serve {ref}     # try the model in a browser (http://127.0.0.1:7860)",
+        f"  python -m sweeps.predict {ref} --help   # answers from the command line (--json for scripts)",
+        f"  {ui}    # every trial's curves, params and files",
+    ])
 
 
 def summary(study: Any, outcome: Any) -> None:

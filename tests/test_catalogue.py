@@ -136,7 +136,7 @@ def test_study_runs_end_to_end_in_smoke_mode(name, smoke_runs):
     named = finals or kids  # the study's model: the final run, else the best search trial
     history = [m.value for r in named for m in client.get_metric_history(r.info.run_id, metric)]
     assert parent.data.metrics[f"best_{metric}"] == pytest.approx(max(history) if study.search.mode == "max" else min(history))
-    assert parent.data.metrics["trials_failed"] == 0 and "best.method" in parent.data.params
+    assert parent.data.metrics["trials_failed"] == 0 and "best.method" in parent.data.tags
     for key in task.metrics:
         if not key.startswith(("has_answer", "no_answer")):
             assert key in kids[0].data.metrics, (name, key)
@@ -205,7 +205,7 @@ def check_exports(client, parent_id, kids, task, workdir) -> None:
             continue  # 4-bit reload equality: tests/test_report.py
         local = client.download_artifacts(run.info.run_id, "eval/predictions.csv", str(out.parent))
         sweep = pd.read_csv(local, keep_default_na=False)
-        pairs = list(sweep["text_pair"]) if "text_pair" in sweep else None
-        labels = ["|".join(r["labels"]) for r in inference.predict(model, tokenizer, list(sweep["text"]), pairs, max_length=info["max_length"], batch_size=1)]
+        rows = sweep[[c for c in ("text", "text_pair") if c in sweep]].astype(str).to_dict("records")
+        labels = ["|".join(r["labels"]) for r in inference.answer(model, tokenizer, info, rows)]
         agree = sum(a == b for a, b in zip(labels, sweep["prediction"].astype(str))) / len(sweep)
         assert agree >= 0.9, (run.data.tags["method"], agree)

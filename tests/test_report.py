@@ -7,7 +7,9 @@ the parent run; ``sweeps.report``, ``sweeps.export`` (with and without ``--merge
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -22,6 +24,7 @@ from sweeps import export as export_cli
 from sweeps import predict as predict_cli
 from sweeps import report as report_cli
 from sweeps.run import main as run_main
+from tests import browser
 from tests.conftest import local_ray, mlflow_runs, running_mlflow_server
 from trainables.precision import cpu_flags
 
@@ -50,6 +53,7 @@ class Sweep:
     client: object
     parent: object
     trials: list
+    out: str  # what the sweep printed
 
     def artifact(self, run_id: str, path: str, dst: Path) -> Path:
         import mlflow
@@ -92,12 +96,14 @@ def sweep(tmp_path_factory, server) -> Sweep:
         mp.setenv("MLFLOW_TRACKING_URI", server)
         mp.delenv("RAY_ADDRESS", raising=False)
         local_ray()
-        assert run_main(["emotion_demo", "--search", "optuna", "--num-samples", "3", *SMALL]) == 0
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert run_main(["emotion_demo", "--search", "optuna", "--num-samples", "3", *SMALL]) == 0
     assert not (folder / "mlflow.db").exists()  # everything went to the server
     client, runs = mlflow_runs(server, "emotion_demo")
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    return Sweep(folder, server, client, parent, trials)
+    return Sweep(folder, server, client, parent, trials, printed.getvalue())
 
 
 @pytest.fixture
@@ -343,42 +349,112 @@ def test_predict_reads_a_file_and_bad_input_exits_2_writing_nothing(sweep, tmp_p
     assert (busy / "notes.txt").read_text() == "mine" and len(list(busy.iterdir())) == 1
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# What the study's parent run shows in the runs table, collapsed (MLflow UI column ids).
+PARENT_COLUMNS = {
+    "metrics.`best_f1_macro`": ("metrics", "best_f1_macro"), "metrics.`trials_completed`": ("metrics", "trials_completed"),
+    "metrics.`trials_failed`": ("metrics", "trials_failed"), "metrics.`wall_time_s`": ("metrics", "wall_time_s"),
+    "tags.`best.method`": ("tags", "best.method"), "tags.`best.learning_rate`": ("tags", "best.learning_rate"),
+}
+
+
+def test_parent_run_says_what_the_study_found(sweep):
+    """Best scores, the best trial's params, trial counts and costs on the parent run itself."""
+    m, tags = sweep.parent.data.metrics, sweep.parent.data.tags
+    best = sweep.best
+    assert m["best_f1_macro"] == pytest.approx(max(sweep.history(best.info.run_id, "f1_macro").values()))
+    assert m["best_test_f1_macro"] == pytest.approx(best.data.metrics["test_f1_macro"])
+    for key, value in best.data.params.items():
+        if not key.startswith("study."):
+            assert float(tags[f"best.{key}"]) == pytest.approx(float(value)) if key not in ("method", "lr_scheduler", "target_modules") else tags[f"best.{key}"] == value
+    assert tags["best.method"] == best.data.tags["method"]
+    search = [r.data.tags["status"] for r in sweep.search]
+    assert m["trials_trials"] == len(search) and m["trials_completed"] == search.count("completed")
+    assert m["trials_early_stopped"] == search.count("early_stopped") and m["trials_failed"] == search.count("failed") == 0
+    assert m["trials_final_trials"] == len(sweep.final)
+    assert m["gpu_hours"] == pytest.approx(sum(r.data.metrics["gpu_hours"] for r in sweep.trials)) and m["gpu_hours"] == 0  # CPU
+    assert 0 < m["wall_time_s"] <= (sweep.parent.info.end_time - sweep.parent.info.start_time) / 1000
+    assert not [k for k in m if k.startswith("best_") and k[5:] in ("progress", "epoch", "learning_rate", "step") or "/" in k]
+
+
+def test_console_ends_with_the_leaderboard_the_floor_and_where_to_look(sweep):
+    out = sweep.out[sweep.out.index("\nleaderboard"):]
+    board = [ln for ln in out.splitlines() if ln.startswith("| ") and "run_trial_" in ln]
+    assert len(board) == min(5, len(sweep.trials))
+    best_name = sweep.best.data.tags["trial_name"]
+    assert board[0].startswith(f"| 1 | {best_name} |")  # the study's model first
+    assert "floor tfidf_logreg (test)" in out and ("above the floor" in out or "BELOW THE FLOOR" in out)
+    parent = sweep.parent.info.run_id
+    for command in ("sweeps.report", "sweeps.serve", "sweeps.predict"):
+        assert f"python -m {command} {parent} --tracking-uri {sweep.uri}" in out, command
+    assert f"open {sweep.uri} in a browser" in out
 
 
 def test_mlflow_ui_lists_the_study_and_its_trials_in_a_real_browser(sweep, tmp_path):
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: bash scripts/setup.sh --tests installs it")
-        pytest.skip("no chromium: run bash scripts/setup.sh --tests")
-    from playwright.sync_api import sync_playwright
-
     experiment = sweep.parent.info.experiment_id
     shot = tmp_path / "mlflow_ui.png"
-    with sync_playwright() as p:
-        # Flags: no sandbox as root, and no background connections (this machine has no internet).
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync",
-        ])
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 640})
-            page.goto(f"{sweep.uri}/#/experiments/{experiment}/runs")
-            page.get_by_text("matching runs").wait_for(timeout=60_000)
-            close = page.get_by_role("button", name="Close")  # the assistant side panel, if shown
-            if close.count():
-                close.first.click()
-            names = page.locator("[role=gridcell][col-id='attributes.`Run Name`']")
-            names.locator("button").first.click()  # expand the study's parent run
-            page.get_by_text(sweep.trials[0].data.tags["trial_name"]).wait_for(timeout=30_000)
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(shot))
-            listed = " ".join(names.all_inner_texts())
-        finally:
-            browser.close()
+    with browser.page(width=1500, height=640) as page:
+        page.goto(f"{sweep.uri}/#/experiments/{experiment}/runs")
+        page.get_by_text("matching runs").wait_for(timeout=60_000)
+        close = page.get_by_role("button", name="Close")  # the assistant side panel, if shown
+        if close.count():
+            close.first.click()
+        names = page.locator("[role=gridcell][col-id='attributes.`Run Name`']")
+        # The collapsed parent row answers "what did this study find" once its columns are shown.
+        page.set_viewport_size({"width": 3000, "height": 640})  # the grid renders visible columns only
+        page.get_by_role("button", name="Columns").click()
+        menu = page.locator("[data-radix-popper-content-wrapper]")
+        for _, name in PARENT_COLUMNS.values():
+            menu.get_by_text(name, exact=True).first.click()
+        page.keyboard.press("Escape")
+        assert names.count() == 1  # collapsed: only the study's row
+        for col, (kind, name) in PARENT_COLUMNS.items():
+            cell = page.locator(f"[role=gridcell][col-id='{col}']")
+            cell.first.wait_for(timeout=30_000)
+            shown = cell.all_inner_texts()[0].strip()
+            value = getattr(sweep.parent.data, kind)[name]
+            assert (float(shown) == pytest.approx(value, rel=1e-3)) if kind == "metrics" else shown == value, (name, shown, value)
+        page.set_viewport_size({"width": 1500, "height": 640})
+        page.locator("[role=gridcell][col-id='1']").first.evaluate("e => e.scrollIntoView()")
+        names.locator("button").first.click()  # expand the study's parent run
+        page.get_by_text(sweep.trials[0].data.tags["trial_name"]).wait_for(timeout=30_000)
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(shot))
+        listed = " ".join(names.all_inner_texts())
     assert sweep.parent.info.run_name in listed
     for run in sweep.trials:
         assert run.data.tags["trial_name"] in listed
     assert shot.stat().st_size > 10_000
     if os.environ.get("SWEEPS_UPDATE_DOCS"):  # refresh the README's screenshot
         shutil.copy(shot, REPO / "docs" / "mlflow_ui.png")
+
+
+def test_served_app_answers_as_predict_does_in_a_real_browser(sweep, tmp_path, cache, capsys):
+    """``sweeps.serve`` in its own process, used from headless Chromium: the study it names, the
+    label ``sweeps.predict`` gives for the same text, the base model beside it, and a validation
+    example that fills the input when clicked."""
+    texts = ["i feel so happy about my new job", "right now i feel so gloomy"]
+    assert predict_cli.main(["emotion_demo", *texts, "--json", "--tracking-uri", sweep.uri]) == 0
+    expected = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    env = {**os.environ, "SWEEPS_CACHE": str(cache), "MLFLOW_TRACKING_URI": sweep.uri}
+    shot = tmp_path / "serve.png"
+    with browser.serving(["emotion_demo"], tmp_path / "serve.log", env) as url, browser.page() as page:
+        page.goto(url)
+        header = page.locator("#served").inner_text()
+        assert sweep.best.data.tags["trial_name"] in header and sweep.best.data.tags["method"] in header and "f1_macro" in header
+        for text, want in zip(texts, expected):
+            page.locator("#input-text textarea").fill(text)
+            labels = page.locator("#tuned-labels textarea")
+            labels.fill("")  # an answer for this text, not the previous one
+            page.locator("#submit").click()
+            page.wait_for_function("document.querySelector('#tuned-labels textarea').value.length > 0", timeout=60_000)
+            assert labels.input_value() == ", ".join(want["labels"])
+            top = max(want["scores"], key=want["scores"].get)
+            assert page.locator("#tuned-scores").inner_text().split("\n")[1].strip() == top
+            assert "base model" in page.locator("#base-scores").inner_text()
+        page.screenshot(path=str(shot), full_page=True)
+        example = page.get_by_text("validation examples").locator("xpath=..").locator("button").first
+        example.click()
+        page.wait_for_timeout(500)
+        assert page.locator("#input-text textarea").input_value()[:30] == example.inner_text().strip()[:30]
+    if os.environ.get("SWEEPS_UPDATE_DOCS"):
+        shutil.copy(shot, REPO / "docs" / "serve.png")

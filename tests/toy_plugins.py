@@ -34,6 +34,8 @@ class ShortTexts:
     prepare = staticmethod(classification.prepare)
     collator = staticmethod(classification.collator)
     train_split = staticmethod(classification.train_split)
+    input_fields = staticmethod(classification.input_fields)
+    answer = staticmethod(classification.answer)
 
     def check(self, task: Task, data: Any, training: Any) -> None:
         if training.max_length > 64:

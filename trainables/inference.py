@@ -1,4 +1,4 @@
-"""Load an exported model (``sweeps.export``) and predict, with plain transformers + peft.
+"""Load an exported model (``sweeps.export``) and answer with it, with plain transformers + peft.
 
 An export folder holds either the adapter (+ trained head) with the fine-tuned model's
 config and tokenizer, or the adapter merged into the base weights. ``sweep_export.json``
@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
 from transformers import AutoConfig, AutoTokenizer, BitsAndBytesConfig
 
@@ -65,27 +64,19 @@ def load(folder: str | Path, device: Optional[torch.device] = None) -> tuple[tor
     return model, tokenizer, info
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, tokenizer: Any, texts: list[str], pairs: Optional[list[str]] = None, max_length: int = 512, batch_size: int = 32) -> list[dict[str, Any]]:
-    """Per text: the predicted label(s) and every label's score (softmax, or sigmoid for
-    multi-label, where each label with score > 0.5 is predicted)."""
-    config = model.config
-    names = [config.id2label[i] for i in range(config.num_labels)]
-    multi = config.problem_type == "multi_label_classification"
-    device = next(model.parameters()).device
-    out: list[dict[str, Any]] = []
-    for start in range(0, len(texts), batch_size):
-        chunk = texts[start:start + batch_size]
-        pair = pairs[start:start + batch_size] if pairs else None
-        enc = tokenizer(chunk, pair, truncation=True, max_length=max_length, padding=True, return_tensors="pt").to(device)
-        logits = model(**enc).logits.float().cpu().numpy()
-        for i, row in enumerate(logits):
-            if multi:
-                scores = 1 / (1 + np.exp(-row))
-                labels = [n for n, s in zip(names, scores) if s > 0.5]
-            else:
-                z = np.exp(row - row.max())
-                scores = z / z.sum()
-                labels = [names[int(row.argmax())]]
-            out.append({"text": chunk[i], "labels": labels, "scores": {n: round(float(s), 6) for n, s in zip(names, scores)}})
-    return out
+def training_of(info: dict[str, Any]) -> Any:
+    """The study's training settings an export was trained under (max length, QA windows,
+    answer length): the same ones its answers are computed with. Exports written before
+    ``training`` was recorded get the defaults and their ``max_length``."""
+    from core.schema import parse
+    from core.specs import TrainingSpec
+
+    return parse(TrainingSpec, info.get("training") or {"max_length": info["max_length"]}, "training")
+
+
+def answer(model: torch.nn.Module, tokenizer: Any, info: dict[str, Any], rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """The exported model's answers to ``rows`` (fields: its task kind's ``input_fields``)."""
+    from trainables.kinds import TASKS
+
+    task = TASKS[info["task"]]
+    return task.kind.answer(model, tokenizer, rows, task, training_of(info))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any, Optional
 
 import mlflow
@@ -39,14 +40,21 @@ def client_for(ref: str, tracking_uri: Optional[str]) -> tuple[MlflowClient, Opt
     """(client, experiment name or None for a run id). A study name reads the study file for its
     experiment and tracking URI; ``tracking_uri`` (or $MLFLOW_TRACKING_URI) overrides that."""
     if RUN_ID.match(ref):
-        return MlflowClient(store.tracking_uri(tracking_uri)), None
+        return _client(store.tracking_uri(tracking_uri), f"run {ref}"), None
     from sweeps.study import read_yaml, study_file
 
     path = study_file(ref)
     raw = read_yaml(path)
     where = raw.get("tracking") or {}
     experiment = where.get("experiment") or raw.get("name") or path.stem
-    return MlflowClient(store.tracking_uri(tracking_uri or where.get("tracking_uri"))), experiment
+    return _client(store.tracking_uri(tracking_uri or where.get("tracking_uri")), f"study {ref!r}"), experiment
+
+
+def _client(uri: str, looking_for: str) -> MlflowClient:
+    """A client of an existing store: opening a SQLite file that is not there would create it."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise StudyError("--tracking-uri", f"no MLflow store at {store.redact(uri)} (looking for {looking_for})", "run the study from this folder first, or pass --tracking-uri / MLFLOW_TRACKING_URI of its store")
+    return MlflowClient(uri)
 
 
 def find_parent(ref: str, tracking_uri: Optional[str] = None) -> tuple[MlflowClient, Run]:

@@ -230,11 +230,26 @@ def _run_final(stage: FinalStage, results: tune.ResultGrid, run_name: str, callb
     return final_results, final_stage.pick(final_results, search.metric, search.mode)
 
 
+def _scores(key: str, metrics: tuple[str, ...]) -> bool:
+    """Whether a result key is one of the task's scores (validation or test, per class): what
+    the parent run shows as ``best_<key>``, without the trial's bookkeeping (step, learning rate)."""
+    name = key[len("test_"):] if key.startswith("test_") else key
+    return name in metrics or name.startswith("class_accuracy_")
+
+
+def _costs(grids: list[tune.ResultGrid], wall_time_s: float) -> dict[str, float]:
+    """What the study cost, on its parent run: every trial's GPU-hours (GPUs held x training
+    time, as each trial reports them) and the sweep's wall-clock time."""
+    gpu_hours = sum(float((r.metrics or {}).get("gpu_hours") or 0.0) for grid in grids for r in grid)
+    return {"gpu_hours": gpu_hours, "wall_time_s": wall_time_s}
+
+
 def _counts(results: tune.ResultGrid) -> dict[str, int]:
     return outcomes.counts(outcomes.status(trial_failure(r) is not None, (r.metrics or {}).get("progress")) for r in results)
 
 
 def _sweep(study: Study, prepared: data_mod.PreparedData, plan: StepPlan, max_concurrent: int, previous: Optional[dict[str, Any]], floors: list[Floor], stage: Optional[FinalStage], extension: Optional[extend.Extension] = None) -> SweepOutcome:
+    started = time.time()
     storage = storage_root(study)
     run_name = previous["run_name"] if previous else f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}{'-extend' if extension else ''}"
     uri = store.tracking_uri(study.tracking.tracking_uri)
@@ -297,17 +312,23 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: StepPlan, max_co
             mlflow.log_metric("trials_extended", int(earlier.get("trials_extended", 0)) + extension.trials)
             if not extend.improves(extension, search_best["metrics"][study.search.metric] if search_best else None, study.search.mode):
                 best = None  # the study's model stays what it was
-        chosen = None
+        chosen, grids = None, [results]
         if stage is not None and best is not None:
             final_results, chosen = _run_final(stage, results, run_name, callbacks(stage.study, "final"), restore=previous is not None)
+            grids.append(final_results)
             counts.update({f"final_{k}": v for k, v in _counts(final_results).items()})
             if chosen is not None:
                 best = _best(chosen.results, study.search.metric, study.search.mode)
         resume.write(storage, run_name, {**state, "finished": True})
         mlflow.log_metrics({f"trials_{k}": v for k, v in counts.items()})
+        costs = _costs(grids, time.time() - started)
+        if extension:  # the study's totals: the earlier trials' and this extension's
+            costs = {k: v + float(parent.data.metrics.get(k, 0.0)) for k, v in costs.items()}
+        mlflow.log_metrics(costs)
         if best:
-            mlflow.log_params({f"best.{k}": v for k, v in best["config"].items()})
-            mlflow.log_metrics({f"best_{k}": v for k, v in best["metrics"].items()})
+            # Tags, not params: an extension that finds a better trial replaces them.
+            mlflow.set_tags({f"best.{k}": str(v) for k, v in best["config"].items()})
+            mlflow.log_metrics({f"best_{k}": v for k, v in best["metrics"].items() if _scores(k, TASKS[study.task].metrics)})
             mlflow.set_tag("best_trial_path", best["path"])
             best_run = _run_id(uri, parent_id, best)
             if best_run:

@@ -3,8 +3,9 @@ scored. One module per kind, one registered ``TaskKind`` object each.
 
 A kind answers the five questions of a trial (``prepare`` the data in the driver; ``collator``
 and ``train_split`` for training; ``evaluate`` and ``write_files`` at each eval point) plus what
-the driver needs before anything starts (``check``, ``floors``) and what shapes the model
-(``auto_model_name``, ``peft_task_type``, ``head_kwargs``). A kind offers one or more ``Task``s:
+the driver needs before anything starts (``check``, ``floors``), what shapes the model
+(``auto_model_name``, ``peft_task_type``, ``head_kwargs``) and how a trained model answers a
+user (``input_fields``, ``answer``: ``sweeps.predict`` and ``sweeps.serve``). A kind offers one or more ``Task``s:
 the names a study's ``task:`` takes (classification offers single_label, multi_label and
 sentence_pair).
 
@@ -63,6 +64,13 @@ class TaskKind(Protocol):
     def write_files(self, folder: str, payload: Any, base_payload: Optional[Any], data: "PreparedData", task: "Task") -> None:
         """The checkpoint's validation files (``eval/``), next to the model before training."""
 
+    def input_fields(self, task: "Task") -> tuple[str, ...]:
+        """What a user gives a trained model, per input (``sweeps.predict``, ``sweeps.serve``)."""
+
+    def answer(self, model: "torch.nn.Module", tokenizer: Any, rows: list[dict[str, str]], task: "Task", training: "TrainingSpec") -> list[dict[str, Any]]:
+        """The trained model's answer to each input row (keys: ``input_fields``), as a
+        JSON-ready dict; computed as ``evaluate`` computes its predictions."""
+
 
 @dataclasses.dataclass(frozen=True)
 class ModuleKind:
@@ -103,6 +111,12 @@ class ModuleKind:
 
     def write_files(self, folder: str, payload: Any, base_payload: Optional[Any], data: "PreparedData", task: "Task") -> None:
         self._functions().write_files(folder, payload, base_payload, data, task)
+
+    def input_fields(self, task: "Task") -> tuple[str, ...]:
+        return self._functions().input_fields(task)
+
+    def answer(self, model: Any, tokenizer: Any, rows: list[dict[str, str]], task: "Task", training: "TrainingSpec") -> list[dict[str, Any]]:
+        return self._functions().answer(model, tokenizer, rows, task, training)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -100,6 +100,36 @@ def write_files(folder: str, payload: Any, base_payload: Optional[Any], data: Pr
     eval_files.write(folder, logits, labels, data.label_names, task.multi_label, data.texts, base_logits)
 
 
+def input_fields(task: Task) -> tuple[str, ...]:
+    return ("text", "text_pair") if task.needs_text_pair else ("text",)
+
+
+@torch.no_grad()
+def answer(model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, str]], task: Task, training: Any, batch_size: int = 32) -> list[dict[str, Any]]:
+    """Per row: the predicted label(s) and every label's score (softmax, or sigmoid for
+    multi-label, where each label scoring above 0.5 is predicted)."""
+    config = model.config
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    multi = config.problem_type == "multi_label_classification"
+    device = next(model.parameters()).device
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        texts = [r["text"] for r in chunk]
+        pairs = [r["text_pair"] for r in chunk] if task.needs_text_pair else None
+        enc = tokenizer(texts, pairs, truncation=True, max_length=training.max_length, padding=True, return_tensors="pt").to(device)
+        for row in model(**enc).logits.float().cpu().numpy():
+            if multi:
+                scores = 1 / (1 + np.exp(-row))
+                labels = [n for n, s in zip(names, scores) if s > 0.5]
+            else:
+                z = np.exp(row - row.max())
+                scores = z / z.sum()
+                labels = [names[int(row.argmax())]]
+            out.append({"labels": labels, "scores": {n: round(float(s), 6) for n, s in zip(names, scores)}})
+    return out
+
+
 # Text(s) -> label(s) with a fresh sequence-classification head.
 KIND = ModuleKind("classification", __name__, "AutoModelForSequenceClassification", "SEQ_CLS", fresh_head=True, eval_file="eval/predictions.csv")
 register(

@@ -121,29 +121,46 @@ def train_split(data: PreparedData, hp: dict[str, Any], training: Any) -> Any:
 
 
 def postprocess(examples: dict[str, list], features: Dataset, start_logits: list[np.ndarray], end_logits: list[np.ndarray], allow_no_answer: bool, n_best: int = 20, max_answer_length: int = 30) -> list[str]:
-    """Each example's answer text: the best-scoring valid span (start <= end, inside the context,
+    """Each example's answer text (``best_spans``)."""
+    return [span["answer"] for span in best_spans(examples, features, start_logits, end_logits, allow_no_answer, n_best, max_answer_length)]
+
+
+def _probs(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max())
+    return z / z.sum()
+
+
+def best_spans(examples: dict[str, list], features: Dataset, start_logits: list[np.ndarray], end_logits: list[np.ndarray], allow_no_answer: bool, n_best: int = 20, max_answer_length: int = 30) -> list[dict[str, Any]]:
+    """Each example's answer: the best-scoring valid span (start <= end, inside the context,
     at most ``max_answer_length`` tokens) over all its windows; with ``allow_no_answer``, ""
     when the no-answer span (first token) outscores it in every window (SQuAD v2; the null
-    score is the lowest over windows, as in transformers' run_qa example)."""
+    score is the lowest over windows, as in transformers' run_qa example). ``score``: the
+    answer's probability in its window (start x end softmax), ``start``: its first character
+    in the context (-1 for no answer)."""
     by_example: dict[int, list[int]] = {}
     for f, e in enumerate(list(features["example_index"])):
         by_example.setdefault(int(e), []).append(f)
     offsets_all = list(features["offset_mapping"])
-    answers = []
+    spans = []
     for e, context in enumerate(examples["context"]):
-        best_text, best_score, null_score = "", -np.inf, np.inf
+        best: dict[str, Any] = {"answer": "", "score": 0.0, "start": -1}
+        best_score, null_score, null_prob = -np.inf, np.inf, 0.0
         for f in by_example.get(e, []):
             s_log, e_log, offs = start_logits[f], end_logits[f], offsets_all[f]
-            null_score = min(null_score, float(s_log[0] + e_log[0]))
+            if float(s_log[0] + e_log[0]) < null_score:
+                null_score, null_prob = float(s_log[0] + e_log[0]), float(_probs(s_log)[0] * _probs(e_log)[0])
             for s in np.argsort(s_log)[::-1][:n_best]:
                 for t in np.argsort(e_log)[::-1][:n_best]:
                     if s >= len(offs) or t >= len(offs) or offs[s][0] < 0 or offs[t][0] < 0 or t < s or t - s + 1 > max_answer_length:
                         continue
                     score = float(s_log[s] + e_log[t])
                     if score > best_score:
-                        best_score, best_text = score, context[offs[s][0]:offs[t][1]]
-        answers.append("" if allow_no_answer and null_score > best_score else best_text)
-    return answers
+                        best_score = score
+                        best = {"answer": context[offs[s][0]:offs[t][1]], "score": float(_probs(s_log)[s] * _probs(e_log)[t]), "start": int(offs[s][0])}
+        if allow_no_answer and null_score > best_score:
+            best = {"answer": "", "score": null_prob, "start": -1}
+        spans.append(best)
+    return spans
 
 
 @torch.no_grad()
@@ -181,7 +198,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, data: PreparedData, spl
 
 
 def write_files(folder: str, payload: Any, base_payload: Optional[Any], data: PreparedData, task: Task) -> None:
-    """``eval/predictions.csv``: one row per validation question (id, question, reference
+    """``eval/predictions.csv``: one row per validation question (id, question, context, reference
     answers, prediction, its EM/F1, the model-before-training's prediction)."""
     import os
 
@@ -189,13 +206,36 @@ def write_files(folder: str, payload: Any, base_payload: Optional[Any], data: Pr
     golds = [a["text"] for a in ex["answers"]]
     scores = [question_scores(g, p) for g, p in zip(golds, payload)]
     rows: dict[str, list] = {
-        "id": ex["id"], "question": ex["question"], "answers": [" | ".join(g) for g in golds], "prediction": payload,
+        "id": ex["id"], "question": ex["question"], "context": ex["context"], "answers": [" | ".join(g) for g in golds], "prediction": payload,
         "exact_match": [e for e, _ in scores], "f1": [round(f, 4) for _, f in scores],
     }
     if base_payload is not None:
         rows["before_prediction"] = base_payload
     os.makedirs(os.path.join(folder, "eval"), exist_ok=True)
     pd.DataFrame(rows).to_csv(os.path.join(folder, "eval", PREDICTIONS), index=False)
+
+
+def input_fields(task: Task) -> tuple[str, ...]:
+    return ("question", "context")
+
+
+def answer(model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, str]], task: Task, training: Any, batch_size: int = 16) -> list[dict[str, Any]]:
+    """Per (question, context): the answer span as evaluation finds it (same windows, same
+    ``best_spans``), its probability, its first character in the context, and ``no_answer``
+    (SQuAD v2 studies may abstain)."""
+    examples = {"question": [r["question"].strip() for r in rows], "context": [r["context"] for r in rows], "answers": [{"text": [], "answer_start": []}] * len(rows)}
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    training_mode = model.training
+    try:
+        features = windows(Dataset.from_dict(examples), tokenizer, training.max_length, training.doc_stride)
+        inputs = features.remove_columns(["offset_mapping", "example_index"])
+        loader = DataLoader(inputs, batch_size=batch_size, collate_fn=collator(tokenizer, task))
+        starts, ends, _ = _logits(model, loader, next(model.parameters()).device)
+    finally:
+        tokenizer.padding_side = side
+        model.train(training_mode)  # _logits leaves the model training, as the trial loop wants
+    spans = best_spans(examples, features, starts, ends, task.allow_no_answer, max_answer_length=training.max_answer_length)
+    return [{**span, "score": round(span["score"], 6), "no_answer": span["answer"] == ""} for span in spans]
 
 
 # Question + context -> answer span, with a fresh start/end head.

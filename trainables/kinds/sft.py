@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import pandas as pd
 import torch
@@ -211,6 +211,47 @@ def write_files(folder: str, payload: Any, base_payload: Optional[Any], data: Pr
         rows["before_generation"] = base_payload
     os.makedirs(os.path.join(folder, "eval"), exist_ok=True)
     pd.DataFrame(rows).to_csv(os.path.join(folder, "eval", GENERATIONS), index=False)
+
+
+def input_fields(task: Task) -> tuple[str, ...]:
+    return ("prompt",)
+
+
+def chat_prompt(tokenizer: Any, msgs: list[dict[str, str]]) -> str:
+    """The conversation rendered as training rendered it, ending with the assistant's turn."""
+    ensure_chat_template(tokenizer)
+    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+
+def answer(model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, str]], task: Task, training: Any) -> list[dict[str, Any]]:
+    """Per prompt (one user turn): the greedy answer, as evaluation generates it."""
+    prompts = [chat_prompt(tokenizer, [{"role": "user", "content": r["prompt"]}]) for r in rows]
+    training_mode = model.training
+    try:
+        answers = generate(model, tokenizer, prompts, next(model.parameters()).device, training.max_new_tokens)
+    finally:
+        model.train(training_mode)  # generate leaves the model training, as the trial loop wants
+    return [{"answer": a} for a in answers]
+
+
+def stream(model: torch.nn.Module, tokenizer: Any, msgs: list[dict[str, str]], max_new_tokens: int) -> Iterator[str]:
+    """The greedy answer to a conversation, growing as tokens are generated (for a chat UI);
+    the same tokens as ``answer`` gives for a one-turn conversation."""
+    import threading
+
+    from transformers import TextIteratorStreamer
+
+    enc = tokenizer(chat_prompt(tokenizer, msgs), return_tensors="pt", add_special_tokens=False).to(next(model.parameters()).device)
+    enc.pop("token_type_ids", None)
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    kwargs = {**enc, "max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": tokenizer.pad_token_id, "streamer": streamer}
+    worker = threading.Thread(target=model.generate, kwargs=kwargs, daemon=True)
+    worker.start()
+    text = ""
+    for piece in streamer:
+        text += piece
+        yield text.strip()
+    worker.join()
 
 
 # Conversations -> the assistant's answers, on the pretrained causal-LM head.
