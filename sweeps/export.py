@@ -177,8 +177,19 @@ def model_card(info: dict[str, Any]) -> str:
         f"- hyperparameters: {params}\n"
         f"- MLflow: parent run `{info['parent_run_id']}`, trial run `{info['trial_run_id']}`\n\n"
         "## Load\n\n```python\nFOLDER = '.'  # this folder\n" + load + "```\n\n"
-        "Or: `python -m sweeps.predict " + f"{info['parent_run_id']} \"some text\"`.\n"
+        f"Or: `python -m sweeps.predict {info['parent_run_id']} {_example_inputs(info['task'])}` "
+        f"(`sweeps.serve {info['parent_run_id']}`: in the browser).\n"
     )
+
+
+def _example_inputs(task_name: str) -> str:
+    from trainables.kinds import TASKS
+
+    task = TASKS[task_name]
+    fields = task.kind.input_fields(task)
+    if "question" in fields:
+        return '--question "..." --context "..."'
+    return '"a prompt"' if "prompt" in fields else '"some text"' + (' --pair "..."' if "text_pair" in fields else "")
 
 
 def check_hub_repo(repo: str, token: str) -> None:

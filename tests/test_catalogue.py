@@ -194,6 +194,12 @@ def check_exports(client, parent_id, kids, task, workdir) -> None:
         if info["merged"]:
             assert type(model).__name__.endswith(task.auto_model.__name__.replace("AutoModel", ""))
         assert info["merged"] == (run.data.tags["method"] in ("full", "head")) and info["task"] == task.name
+        if task.kind.name == "qa" and run.data.tags["method"] != "qlora":  # answers as the sweep scored them
+            local = client.download_artifacts(run.info.run_id, "eval/predictions.csv", str(out.parent))
+            sweep = pd.read_csv(local, keep_default_na=False)
+            answers = inference.answer(model, tokenizer, info, sweep[["question", "context"]].astype(str).to_dict("records"))
+            agree = sum(a["answer"] == str(b) for a, b in zip(answers, sweep["prediction"])) / len(sweep)
+            assert agree >= 0.9, (run.data.tags["method"], agree)
         if task.kind.name != "classification":
             with torch.no_grad():
                 enc = tokenizer(["when was it built?"], ["it was built in 1990."], return_tensors="pt") if task.kind.name == "qa" else tokenizer(["hello there"], return_tensors="pt")
@@ -209,3 +215,36 @@ def check_exports(client, parent_id, kids, task, workdir) -> None:
         labels = ["|".join(r["labels"]) for r in inference.answer(model, tokenizer, info, rows)]
         agree = sum(a == b for a, b in zip(labels, sweep["prediction"].astype(str))) / len(sweep)
         assert agree >= 0.9, (run.data.tags["method"], agree)
+
+
+@pytest.mark.ray
+def test_served_qa_app_answers_as_predict_does_in_a_real_browser(smoke_runs, tmp_path, capsys):
+    """``sweeps.serve`` of a QA smoke study (SQuAD v2: it may abstain), used from headless
+    Chromium: the answer and probability ``sweeps.predict --json`` gives for the same input."""
+    import json
+
+    from sweeps import predict
+    from tests import browser
+
+    rc, workdir, _ = smoke_runs["squad_llama"]
+    assert rc == 0
+    client, runs = mlflow_runs(workdir, "squad_llama-smoke")
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags).info.run_id
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    env = {**os.environ, "SWEEPS_CACHE": str(tmp_path / "cache")}
+    question, context = "When was the harbour of Riga built?", "The tower of Oslo is old. The harbour of Riga was built in 1642. The market of Lima is old."
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SWEEPS_CACHE", env["SWEEPS_CACHE"])
+        assert predict.main([parent, "--tracking-uri", uri, "--question", question, "--context", context, "--json"]) == 0
+    want = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    with browser.serving([parent, "--tracking-uri", uri], tmp_path / "serve.log", env) as url, browser.page() as page:
+        page.goto(url)
+        assert "extractive_qa_v2" in page.locator("#served").inner_text()
+        page.locator("#input-question textarea").fill(question)
+        page.locator("#input-context textarea").fill(context)
+        page.locator("#submit").click()
+        page.wait_for_function("document.querySelector('#answer textarea').value.length > 0", timeout=60_000)
+        shown = page.locator("#answer textarea").input_value()
+        assert shown == ("(no answer in the context)" if want["no_answer"] else want["answer"])
+        assert float(page.locator("#answer-score input").input_value()) == pytest.approx(want["score"], abs=1e-6)
+        assert page.get_by_text("validation questions").count() == 1  # from the trial's eval/predictions.csv

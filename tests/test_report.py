@@ -382,10 +382,12 @@ def test_console_ends_with_the_leaderboard_the_floor_and_where_to_look(sweep):
     assert len(board) == min(5, len(sweep.trials))
     best_name = sweep.best.data.tags["trial_name"]
     assert board[0].startswith(f"| 1 | {best_name} |")  # the study's model first
-    assert "floor tfidf_logreg (test)" in out and ("above the floor" in out or "BELOW THE FLOOR" in out)
+    assert "floor tfidf_logreg (" in out, out
+    if sweep.parent.data.tags["beats_floor"] == "true":  # (a model below the floor is said on stderr)
+        assert "above the floor" in out
     parent = sweep.parent.info.run_id
-    for command in ("sweeps.report", "sweeps.serve", "sweeps.predict"):
-        assert f"python -m {command} {parent} --tracking-uri {sweep.uri}" in out, command
+    for command in ("sweeps.report", "sweeps.serve", "sweeps.predict"):  # ($MLFLOW_TRACKING_URI is the store: no --tracking-uri)
+        assert f"python -m {command} {parent} " in out, command
     assert f"open {sweep.uri} in a browser" in out
 
 
@@ -413,8 +415,7 @@ def test_mlflow_ui_lists_the_study_and_its_trials_in_a_real_browser(sweep, tmp_p
             shown = cell.all_inner_texts()[0].strip()
             value = getattr(sweep.parent.data, kind)[name]
             assert (float(shown) == pytest.approx(value, rel=1e-3)) if kind == "metrics" else shown == value, (name, shown, value)
-        page.set_viewport_size({"width": 1500, "height": 640})
-        page.locator("[role=gridcell][col-id='1']").first.evaluate("e => e.scrollIntoView()")
+        page.set_viewport_size({"width": 2100, "height": 640})  # the README's screenshot: names and the study's columns
         names.locator("button").first.click()  # expand the study's parent run
         page.get_by_text(sweep.trials[0].data.tags["trial_name"]).wait_for(timeout=30_000)
         page.wait_for_timeout(500)
@@ -442,9 +443,9 @@ def test_served_app_answers_as_predict_does_in_a_real_browser(sweep, tmp_path, c
         header = page.locator("#served").inner_text()
         assert sweep.best.data.tags["trial_name"] in header and sweep.best.data.tags["method"] in header and "f1_macro" in header
         for text, want in zip(texts, expected):
+            page.goto(url)  # a fresh page: the answer shown is this text's, not the previous one's
             page.locator("#input-text textarea").fill(text)
             labels = page.locator("#tuned-labels textarea")
-            labels.fill("")  # an answer for this text, not the previous one
             page.locator("#submit").click()
             page.wait_for_function("document.querySelector('#tuned-labels textarea').value.length > 0", timeout=60_000)
             assert labels.input_value() == ", ".join(want["labels"])
