@@ -35,7 +35,8 @@ def read_info(folder: str | Path) -> dict[str, Any]:
 
 
 def load(folder: str | Path, device: Optional[torch.device] = None) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    """(model in eval mode, tokenizer, export info)."""
+    """(model in eval mode, tokenizer, export info), on ``device`` (default: the GPU where
+    there is one, else the CPU)."""
     from peft import PeftModel
 
     from trainables.kinds import TASKS
@@ -44,7 +45,7 @@ def load(folder: str | Path, device: Optional[torch.device] = None) -> tuple[tor
     folder = Path(folder)
     info = read_info(folder)
     task = TASKS[info["task"]]
-    device = device or torch.device("cpu")
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if info["merged"]:
         model = task.auto_model.from_pretrained(folder).to(device)
