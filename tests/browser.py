@@ -64,10 +64,11 @@ def serving(args: list[str], log: Path, env: dict[str, str], timeout_s: float = 
                 pytest.fail(f"sweeps.serve exited {proc.returncode}: {log.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
+                    up = response.status == 200
+            except OSError:  # not listening yet
+                up = False
+            if up:
+                break
             if time.time() > deadline:
                 pytest.fail(f"sweeps.serve did not answer in {timeout_s} s: {log.read_text()[-2000:]}")
             time.sleep(1)
