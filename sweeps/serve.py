@@ -112,10 +112,9 @@ def load(ref: str, tracking_uri: Optional[str], trial_run_id: Optional[str]) -> 
     folder = predict.exported(client, parent, trial_run_id)
     from trainables import inference
 
-    info = inference.read_info(folder)
+    model, tokenizer, info = inference.load(folder)
     trial = client.get_run(info["trial_run_id"])
     examples = validation_examples(client, trial.info.run_id, task)
-    model, tokenizer, info = inference.load(folder)
     return Served(model, tokenizer, info, task, trial.data.tags.get("trial_name", trial.info.run_name), examples)
 
 

@@ -147,8 +147,9 @@ def best_spans(examples: dict[str, list], features: Dataset, start_logits: list[
         best_score, null_score, null_prob = -np.inf, np.inf, 0.0
         for f in by_example.get(e, []):
             s_log, e_log, offs = start_logits[f], end_logits[f], offsets_all[f]
+            s_prob, e_prob = _probs(s_log), _probs(e_log)
             if float(s_log[0] + e_log[0]) < null_score:
-                null_score, null_prob = float(s_log[0] + e_log[0]), float(_probs(s_log)[0] * _probs(e_log)[0])
+                null_score, null_prob = float(s_log[0] + e_log[0]), float(s_prob[0] * e_prob[0])
             for s in np.argsort(s_log)[::-1][:n_best]:
                 for t in np.argsort(e_log)[::-1][:n_best]:
                     if s >= len(offs) or t >= len(offs) or offs[s][0] < 0 or offs[t][0] < 0 or t < s or t - s + 1 > max_answer_length:
@@ -156,7 +157,7 @@ def best_spans(examples: dict[str, list], features: Dataset, start_logits: list[
                     score = float(s_log[s] + e_log[t])
                     if score > best_score:
                         best_score = score
-                        best = {"answer": context[offs[s][0]:offs[t][1]], "score": float(_probs(s_log)[s] * _probs(e_log)[t]), "start": int(offs[s][0])}
+                        best = {"answer": context[offs[s][0]:offs[t][1]], "score": float(s_prob[s] * e_prob[t]), "start": int(offs[s][0])}
         if allow_no_answer and null_score > best_score:
             best = {"answer": "", "score": null_prob, "start": -1}
         spans.append(best)
