@@ -137,13 +137,27 @@ def train_worker(cfg: dict[str, Any]) -> None:
     names the knobs to lower (the trial is not retried: see trainables.failures)."""
     spec: TrialSpec = cfg["spec"]
     try:
-        recipe = TrialRecipe(spec, cfg["hparams"], cfg["data"][0], cfg.get("driver_node_id"))
+        recipe = TrialRecipe(spec, cfg["hparams"], cfg["data"][0], cfg.get("driver_node_id"),
+                             started_at={k: cfg[k] for k in ("driver_started_at", "worker_entered_at") if k in cfg})
         if not recipe.restore():
             recipe.train()
     except Exception as exc:
         if is_out_of_memory(exc):
             raise out_of_memory(spec.training, cfg["hparams"]["method"]) from exc
         raise
+
+
+# Where a trial's time to its first optimizer step goes (bench/trial_startup.py reads these).
+STARTUP_CLOCKS = {
+    "startup_s": "driver_started_at",  # the trial's Tune function started: Train controller, workers, imports, model, data
+    "startup_worker_s": "worker_entered_at",  # the worker's function started: imports, model, data, first step
+    "startup_recipe_s": "recipe",  # the recipe started (imports done): data, model build, loaders, first step
+}
+
+
+def startup_times(started_at: dict[str, float], now: float) -> dict[str, float]:
+    """Seconds from each known start to ``now`` (the end of the first optimizer step)."""
+    return {name: now - started_at[key] for name, key in STARTUP_CLOCKS.items() if key in started_at}
 
 
 def check_finite(step: int, values: dict[str, Any]) -> None:
@@ -172,8 +186,13 @@ class TrialRecipe:
     model, loaders, optimizer, schedule), ``restore`` continues from the latest checkpoint,
     ``train`` runs the epochs of ``train_step``s and, at each eval point, ``evaluate_and_report``."""
 
-    def __init__(self, spec: TrialSpec, hp: dict[str, Any], data_ref: Any, driver_node_id: Optional[str] = None) -> None:
+    def __init__(self, spec: TrialSpec, hp: dict[str, Any], data_ref: Any, driver_node_id: Optional[str] = None,
+                 started_at: Optional[dict[str, float]] = None) -> None:
         self.spec, self.hp, self.training = spec, hp, spec.training
+        # Wall-clock times (time.time()) the trial's driver and this worker started: the first
+        # report says how long each took to reach the first optimizer step (startup_*).
+        self.started_at = {"recipe": time.time(), **(started_at or {})}
+        self.startup: dict[str, float] = {}
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         quiet_worker()
@@ -294,6 +313,8 @@ class TrialRecipe:
             self.lr_schedule.step()
             self.optimizer.zero_grad(set_to_none=True)
             p.step += 1
+            if not self.startup and p.step == self.resumed_from + 1:
+                self.startup = startup_times(self.started_at, time.time())
         p.train_time += time.perf_counter() - t0
         return stepped
 
@@ -319,6 +340,7 @@ class TrialRecipe:
             "total_params": total_params,
             "world_size": world,
             "resumed_from_step": self.resumed_from,
+            **self.startup,
             **self.nodes,
         }
         self.loss_sum, self.loss_n = 0.0, 0

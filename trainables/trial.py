@@ -47,9 +47,10 @@ def train_entry(cfg: dict[str, Any]) -> None:
     """What each Train worker runs. The heavy import (peft, bitsandbytes, transformers models:
     ~8 s here) happens inside, so only the worker pays it, not also the trial's Tune actor and
     its Train controller, which unpickle this function by reference."""
+    entered = time.time()
     from trainables.loop import train_worker
 
-    train_worker(cfg)
+    train_worker({**cfg, "worker_entered_at": entered})
 
 
 class TrialStarvedError(RuntimeError):
@@ -70,6 +71,7 @@ def scaling(resources: ResourcesSpec) -> ScalingConfig:
 def run_trial(config: dict[str, Any], spec: TrialSpec, data: list[Any]) -> None:
     """Tune function trainable. ``data`` is ``[ObjectRef]`` to the tokenized splits
     (wrapped in a list so Ray passes the reference, not a copy, to the workers)."""
+    started = time.time()  # the trial's start-up clock (reported as startup_s)
     resources = spec.resources
     # Read by the Train controller this trial starts: fail instead of waiting forever
     # for workers that cannot be placed.
@@ -80,7 +82,8 @@ def run_trial(config: dict[str, Any], spec: TrialSpec, data: list[Any]) -> None:
     trainer = TorchTrainer(
         train_entry,
         train_loop_config={"hparams": hparams.resolve(config), "spec": spec, "data": data,
-                           "driver_node_id": ray.get_runtime_context().get_node_id()},
+                           "driver_node_id": ray.get_runtime_context().get_node_id(),
+                           "driver_started_at": started},
         scaling_config=scaling(resources),
         torch_config=TorchConfig(backend=resources.backend),
         run_config=RunConfig(

@@ -109,6 +109,7 @@ def build_tuner(study: Study, data_ref: Any, plan: StepPlan, max_concurrent: int
             num_samples=num_samples,
             max_concurrent_trials=max_concurrent,
             trial_dirname_creator=trial_dirname,
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=run_name,
