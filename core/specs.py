@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from core.errors import StudyError
 
@@ -190,7 +190,12 @@ class TrainingSpec:
 class ResourcesSpec:
     workers: int = 1  # Ray Train workers per trial (> 1 = DDP)
     cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0  # fractional shares a GPU between trials
+    # A fraction shares a GPU between trials; auto packs as many trials per GPU as their
+    # estimated peak memory allows (sweeps/tuning/packing.py), at most max_trials_per_gpu.
+    gpus_per_worker: Union[float, Literal["auto"]] = 0.0
+    gpu_memory_gb: Optional[float] = None  # for auto: GiB per GPU (null = read from a GPU of the cluster)
+    gpu_memory_headroom: float = 0.1  # for auto: fraction of each GPU left free
+    max_trials_per_gpu: int = 8  # for auto: past a few, packed trials only share compute
     start_timeout_s: float = 120.0  # a trial that cannot get its workers in this long fails
     # On a cluster whose autoscaler can add a node that fits a trial, the wait instead (cloud
     # GPU nodes take 3-10 min to boot and set up).
@@ -212,8 +217,14 @@ class ResourcesSpec:
             raise StudyError(f"{path}.workers", f"{self.workers}", "use >= 1")
         if self.cpus_per_worker <= 0:
             raise StudyError(f"{path}.cpus_per_worker", f"{self.cpus_per_worker}", "use > 0")
-        if self.gpus_per_worker < 0 or (self.gpus_per_worker > 1 and not float(self.gpus_per_worker).is_integer()):
-            raise StudyError(f"{path}.gpus_per_worker", f"{self.gpus_per_worker}", "use a fraction <= 1 or a whole number")
+        if self.gpus_per_worker != "auto" and (self.gpus_per_worker < 0 or (self.gpus_per_worker > 1 and not float(self.gpus_per_worker).is_integer())):
+            raise StudyError(f"{path}.gpus_per_worker", f"{self.gpus_per_worker}", "use a fraction <= 1, a whole number, or auto")
+        if self.gpu_memory_gb is not None and self.gpu_memory_gb <= 0:
+            raise StudyError(f"{path}.gpu_memory_gb", f"{self.gpu_memory_gb}", "use the GPU's memory in GiB (e.g. 80), or leave it out")
+        if not 0 <= self.gpu_memory_headroom < 1:
+            raise StudyError(f"{path}.gpu_memory_headroom", f"{self.gpu_memory_headroom}", "use a fraction in [0, 1), e.g. 0.1")
+        if self.max_trials_per_gpu < 1:
+            raise StudyError(f"{path}.max_trials_per_gpu", f"{self.max_trials_per_gpu}", "use 1 or more")
         if self.max_failures < 0:
             raise StudyError(f"{path}.max_failures", f"{self.max_failures}", "use 0 (no restarts) or more")
         if self.max_preemptions < -1:

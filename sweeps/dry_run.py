@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.specs import ResourcesSpec
 from search_spaces import Param
 from sweeps.study import Study
 from sweeps.tracking import store
@@ -23,7 +24,7 @@ def describe(study: Study) -> str:
         f"search     {s.algorithm} (seed {s.seed}), {trials} trial(s), optimise {s.metric} ({s.mode})",
         f"scheduler  {study.scheduler.name}" + (f" (grace {study.scheduler.grace_period} eval points, reduction {study.scheduler.reduction_factor})" if study.scheduler.name == "asha" else ""),
         "training   " + (f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epoch(s)") + f", batch {t.batch_size} x accum {t.grad_accum}, max length {t.max_length}, seed {t.seed}",
-        f"per trial  {r.workers} worker(s) x {{CPU: {r.cpus_per_worker:g}, GPU: {r.gpus_per_worker:g}}}; concurrency {s.max_concurrent_trials or 'as many as fit'}; "
+        f"per trial  {r.workers} worker(s) x {{CPU: {r.cpus_per_worker:g}, GPU: {_gpus(study, r)}}}; concurrency {s.max_concurrent_trials or 'as many as fit'}; "
         f"{r.max_failures} restart(s) from checkpoint after a crash or lost node",
         *([_final(study)] if study.final else []),
         f"tracking   {store.tracking_uri(study.tracking.tracking_uri)} (experiment {study.experiment})",
@@ -46,6 +47,19 @@ def _final(study: Study) -> str:
     schedule = f"{f.max_steps} steps" if f.max_steps else f"{f.epochs or study.training.epochs:g} epoch(s)"
     return (f"final      top {f.top_k} configuration(s) x {f.seeds} seed(s) retrained on {rows}, {schedule}"
             f"{f', {f.cpus_per_worker:g} CPU(s) per worker' if f.cpus_per_worker else ''}; the pick is the best mean over seeds")
+
+
+def _gpus(study: Study, r: ResourcesSpec) -> str:
+    """The GPU share; for auto with a stated GPU size, the packing the sweep will use."""
+    if r.gpus_per_worker != "auto":
+        return f"{r.gpus_per_worker:g}"
+    if not r.gpu_memory_gb:
+        return "auto (packed by estimated memory; GPU size read from the cluster at start)"
+    from sweeps.tuning import packing
+
+    plan = packing.plan(study)
+    assert plan is not None
+    return f"auto = {plan.share:g}: {plan.per_gpu} trial(s) per {plan.gpu_gib:g} GiB GPU, ~{plan.estimate.total_gib:.1f} GiB per {plan.method} trial"
 
 
 def _range(p: Param) -> str:

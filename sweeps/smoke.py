@@ -61,7 +61,7 @@ def smoke_overrides(study: Study, gpu: bool) -> list[str]:
         _set("training.generate_samples", min(t.generate_samples, 2)), _set("training.max_new_tokens", min(t.max_new_tokens, 8)),
         _set("scheduler.grace_period", 1),
         _set("resources.workers", 1), _set("resources.cpus_per_worker", 1),
-        _set("resources.gpus_per_worker", min(study.resources.gpus_per_worker, 1) if gpu else 0),
+        _set("resources.gpus_per_worker", (study.resources.gpus_per_worker if study.resources.gpus_per_worker == "auto" else min(study.resources.gpus_per_worker, 1)) if gpu else 0),
         _set("resources.max_failures", 0), _set("search.max_concurrent_trials", None),
     ]
     if study.final is not None:  # the final stage runs too, as short as the search

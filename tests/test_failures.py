@@ -63,7 +63,7 @@ def test_errors_travel_between_processes_intact():
 
 
 def test_out_of_memory_names_the_knobs_to_lower(monkeypatch):
-    def oom(*args):
+    def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(loop, "TrialRecipe", oom)

@@ -227,6 +227,8 @@ class TrialRecipe:
         self.nodes = worker_nodes(self.world)
         if driver_node_id:  # where the trial's driver (and its Train controller) runs
             self.nodes["driver_node_id"] = driver_node_id
+        if spec.resources.gpus_per_worker:  # which GPU(s) Ray gave rank 0: packed trials share one
+            self.nodes["worker_gpu_ids"] = ",".join(str(g) for g in ray.get_gpu_ids())
         # The worker's plan, on the rows it really trains on (packed or not), is the one that counts.
         self.plan = schedule(len(train_rows), self.training, self.world)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -335,6 +337,7 @@ class TrialRecipe:
             # this attempt's time since the worker started (model load + training + evals)
             "wall_time_s": time.perf_counter() - self.started,
             "gpu_hours": p.train_time * float(self.spec.resources.gpus_per_worker) * world / 3600,
+            "gpus_per_worker": float(self.spec.resources.gpus_per_worker),  # packing may set or widen it
             "peak_memory_mb": peak_memory_mb(self.device),
             "trainable_params": trainable_params,
             "total_params": total_params,

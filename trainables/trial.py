@@ -9,9 +9,10 @@ reserves memory and no CPU; the workers ask for the study's CPUs/GPUs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
-from typing import Any
+from typing import Any, Optional
 
 import ray
 from ray import tune
@@ -28,7 +29,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from core import hparams
 from core.specs import ResourcesSpec
-from trainables import failures
+from trainables import failures, memory
 from trainables.spec import TrialSpec
 
 # What one trial's Tune function (the Train driver) reserves. Tune refuses an all-zero request,
@@ -68,18 +69,17 @@ def scaling(resources: ResourcesSpec) -> ScalingConfig:
     )
 
 
-def run_trial(config: dict[str, Any], spec: TrialSpec, data: list[Any]) -> None:
-    """Tune function trainable. ``data`` is ``[ObjectRef]`` to the tokenized splits
-    (wrapped in a list so Ray passes the reference, not a copy, to the workers)."""
-    started = time.time()  # the trial's start-up clock (reported as startup_s)
+def wider_share(failure: failures.Failure, resources: ResourcesSpec) -> Optional[float]:
+    """The GPU share to retry an out-of-memory trial with, if it had a fraction of a GPU."""
+    share = resources.gpus_per_worker
+    if failure.kind != "out_of_memory" or not isinstance(share, float) or not 0 < share < 1:
+        return None
+    return memory.fallback_share(share)
+
+
+def _trainer(config: dict[str, Any], spec: TrialSpec, data: list[Any], ctx: Any, started: float) -> TorchTrainer:
     resources = spec.resources
-    # Read by the Train controller this trial starts: fail instead of waiting forever
-    # for workers that cannot be placed.
-    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(spec.worker_start_timeout_s)
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-    ctx = tune.get_context()
-    failures.use_fail_fast_policy()
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_entry,
         train_loop_config={"hparams": hparams.resolve(config), "spec": spec, "data": data,
                            "driver_node_id": ray.get_runtime_context().get_node_id(),
@@ -107,19 +107,45 @@ def run_trial(config: dict[str, Any], spec: TrialSpec, data: list[Any]) -> None:
             ),
         ),
     )
-    try:
-        trainer.fit()
-    except ControllerError as exc:
-        _raise_starved(exc, spec)
-        raise
-    except TrainingFailedError as exc:
-        failure = failures.describe(exc, spec.training, config.get("method", ""))
-        if failure is None:
-            raise  # may go away on a retry (Tune's resources.max_failures)
-        # Ends the trial here, not as a Tune error that Tune would retry: the same error again.
-        _write_error_file(ctx, exc)
-        wait_until_tune_has_every_report()
-        tune.report(failures.failure_result(failure, spec.metric, spec.mode))
+
+
+def run_trial(config: dict[str, Any], spec: TrialSpec, data: list[Any]) -> None:
+    """Tune function trainable. ``data`` is ``[ObjectRef]`` to the tokenized splits
+    (wrapped in a list so Ray passes the reference, not a copy, to the workers)."""
+    started = time.time()  # the trial's start-up clock (reported as startup_s)
+    resources = spec.resources
+    # Read by the Train controller this trial starts: fail instead of waiting forever
+    # for workers that cannot be placed.
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(spec.worker_start_timeout_s)
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    ctx = tune.get_context()
+    failures.use_fail_fast_policy()
+    while True:
+        try:
+            _trainer(config, spec, data, ctx, started).fit()
+        except ControllerError as exc:
+            _raise_starved(exc, spec)
+            raise
+        except TrainingFailedError as exc:
+            failure = failures.describe(exc, spec.training, config.get("method", ""))
+            if failure is None:
+                raise  # may go away on a retry (Tune's resources.max_failures)
+            wider = wider_share(failure, spec.resources)
+            if wider is not None:
+                # Packed trials share a GPU whose memory Ray does not enforce: this one met
+                # less than its estimate left it. Again with a larger share (fewer trials on
+                # that GPU); the Train run resumes from its last checkpoint, if it has one.
+                print(f"{ctx.get_trial_name()}: out of memory at gpus_per_worker {resources.gpus_per_worker:g}; retrying at {wider:g}")
+                resources = dataclasses.replace(resources, gpus_per_worker=wider)
+                spec = dataclasses.replace(spec, resources=resources)
+                # the larger share may have to wait for other trials to end
+                os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(max(spec.worker_start_timeout_s, resources.autoscale_timeout_s))
+                continue
+            # Ends the trial here, not as a Tune error that Tune would retry: the same error again.
+            _write_error_file(ctx, exc)
+            wait_until_tune_has_every_report()
+            tune.report(failures.failure_result(failure, spec.metric, spec.mode))
+        break
     wait_until_tune_has_every_report()
 
 

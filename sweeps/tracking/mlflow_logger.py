@@ -29,7 +29,7 @@ NOT_METRICS = set(AUTO_RESULT_KEYS) | {"checkpoint_path", "config", "trial_id", 
 
 
 # Where a trial's workers ran (reported by each worker, by rank) -> the child run's tags.
-_NODE_TAGS = {"worker_node_ids": "ray.node_ids", "worker_node_ips": "ray.node_ips", "driver_node_id": "ray.driver_node_id"}
+_NODE_TAGS = {"worker_node_ids": "ray.node_ids", "worker_node_ips": "ray.node_ips", "driver_node_id": "ray.driver_node_id", "worker_gpu_ids": "ray.gpu_ids"}
 
 
 class TrialRunLogger(MLflowLoggerCallback):

@@ -27,7 +27,7 @@ from core.schedule import StepPlan, schedule
 from core.schema import to_dict
 from sweeps.study import Study
 from sweeps.tracking import TRACKERS, TrackerContext, mlflow_logger, runs, store
-from sweeps.tuning import cluster, extend, final_stage, resume
+from sweeps.tuning import cluster, extend, final_stage, packing, resume
 from sweeps.tuning.schedulers import SCHEDULERS
 from sweeps.tuning.searchers import SEARCHERS, GridSearcher, trial_count
 from sweeps.tuning.starvation import StarvationGuard
@@ -195,11 +195,22 @@ def run_study(study: Study, address: Optional[str] = None, local: bool = False, 
 
     started = cluster.connect(address, local)
     try:
+        # gpus_per_worker: auto becomes a share of a GPU here, before anything is written.
+        packed = packing.plan(study)
+        study = packing.apply(study, packed)
+        packed_params = packed.params() if packed else {}
+        if packed:
+            print(packed.line())
         max_concurrent = cluster.concurrency(study.resources, study.search.max_concurrent_trials)
         stage = None
         if final is not None:
-            stage = FinalStage(final[0], final[1], cluster.concurrency(final[0].resources, final[0].search.max_concurrent_trials))
-        return _sweep(study, prepared, plan, max_concurrent, previous, floors, stage, extension)
+            final_packed = packing.plan(final[0], packed.gpu_gib if packed else None)
+            final_study = packing.apply(final[0], final_packed)
+            if final_packed:
+                print(f"final stage {final_packed.line()}")
+                packed_params.update({f"final.{k}": v for k, v in final_packed.params().items()})
+            stage = FinalStage(final_study, final[1], cluster.concurrency(final_study.resources, final_study.search.max_concurrent_trials))
+        return _sweep(study, prepared, plan, max_concurrent, previous, floors, stage, extension, packed_params)
     finally:
         if started:
             ray.shutdown()
@@ -249,7 +260,7 @@ def _counts(results: tune.ResultGrid) -> dict[str, int]:
     return outcomes.counts(outcomes.status(trial_failure(r) is not None, (r.metrics or {}).get("progress")) for r in results)
 
 
-def _sweep(study: Study, prepared: data_mod.PreparedData, plan: StepPlan, max_concurrent: int, previous: Optional[dict[str, Any]], floors: list[Floor], stage: Optional[FinalStage], extension: Optional[extend.Extension] = None) -> SweepOutcome:
+def _sweep(study: Study, prepared: data_mod.PreparedData, plan: StepPlan, max_concurrent: int, previous: Optional[dict[str, Any]], floors: list[Floor], stage: Optional[FinalStage], extension: Optional[extend.Extension] = None, packed_params: Optional[dict[str, Any]] = None) -> SweepOutcome:
     started = time.time()
     storage = storage_root(study)
     run_name = previous["run_name"] if previous else f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}{'-extend' if extension else ''}"
@@ -264,6 +275,7 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: StepPlan, max_co
         "plan.total_steps": plan.total_steps,
         "plan.eval_points": plan.eval_points,
         "plan.max_concurrent_trials": max_concurrent,
+        **(packed_params or {}),
     }
     if stage is not None:
         params["final.train_rows"] = len(stage.data.splits["train"])

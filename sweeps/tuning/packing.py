@@ -1,0 +1,118 @@
+"""``resources.gpus_per_worker: auto``: as many trials per GPU as their memory allows.
+
+A 1B LoRA trial peaks at ~6 GB, yet a whole-GPU request gives each trial an 80 GB card.
+Before anything is written, the study's largest trial (over its methods and the space's
+largest rank) is estimated (``trainables.memory``), and the GPU share every trial asks Ray
+for becomes ``1 / trials that fit``. Ray's fractional GPUs do not enforce memory, so the
+estimate errs high, and a packed trial that still runs out of memory is retried with a larger
+share (``trainables.trial``) rather than failing the study.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import ray
+
+from core.errors import StudyError
+from trainables import memory
+from trainables.kinds import TASKS
+
+GPU_PROBE_TIMEOUT_S = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Packing:
+    estimate: memory.MemoryEstimate  # the study's largest trial
+    method: str  # the method that estimate is for
+    gpu_gib: float
+    per_gpu: int
+    share: float  # what each worker asks Ray for
+
+    def line(self) -> str:
+        return (f"packing: a trial ({self.method}) needs about {self.estimate.describe()}; "
+                f"{self.per_gpu} trial(s) per {self.gpu_gib:.0f} GiB GPU -> gpus_per_worker {self.share:g}")
+
+    def params(self) -> dict[str, Any]:
+        """What the parent MLflow run records of the decision."""
+        return {"packing.estimated_peak_gib": round(self.estimate.total_gib, 2), "packing.trials_per_gpu": self.per_gpu,
+                "packing.gpu_memory_gib": round(self.gpu_gib, 1), "packing.gpus_per_worker": self.share}
+
+
+def largest_rank(study: Any) -> int:
+    """The largest LoRA rank the study's space can draw (16 where it draws none)."""
+    param = study.space.params.get("lora_r") if study.space is not None else None
+    if param is None:
+        return 16
+    ranks = [param.value] if param.type == "fixed" else (param.values or [param.high])
+    ranks += [v for changes in param.per_method.values() for v in (changes.get("values") or [changes.get("high")]) if v is not None]
+    return int(max(float(r) for r in ranks if r is not None))
+
+
+def estimate_study(study: Any) -> tuple[str, memory.MemoryEstimate]:
+    """The largest per-trial estimate over the study's methods."""
+    from transformers import AutoConfig
+
+    from trainables.model import resolve
+
+    task = TASKS[study.task]
+    try:
+        config = AutoConfig.from_pretrained(resolve(study.model))
+    except Exception as exc:
+        raise StudyError("resources.gpus_per_worker", f"auto needs the model's config and {study.model!r} has none readable ({str(exc).splitlines()[0]})",
+                         "set a number (e.g. 1 or 0.5) instead of auto") from None
+    shape = memory.shape_of(config, task.auto_model)
+    training = study.training
+    found = [
+        (method, memory.estimate(shape, method, batch=training.batch_size, seq_len=training.max_length, lora_r=largest_rank(study),
+                                 causal_lm=task.peft_task_type == "CAUSAL_LM", gradient_checkpointing=training.gradient_checkpointing))
+        for method in study.methods
+    ]
+    return max(found, key=lambda f: f[1].total_gib)
+
+
+def _gpu_memory_gib() -> Optional[float]:
+    import torch
+
+    return torch.cuda.get_device_properties(0).total_memory / memory.GIB if torch.cuda.is_available() else None
+
+
+def cluster_gpu_gib() -> Optional[float]:
+    """The memory of a GPU in the cluster, read by a tiny task on a GPU node (None: none readable,
+    e.g. Ray's fake GPUs in tests, or no GPU node up yet)."""
+    if ray.cluster_resources().get("GPU", 0) <= 0:
+        return None
+    ref = ray.remote(num_gpus=0.0001, num_cpus=0)(_gpu_memory_gib).remote()
+    ready, _ = ray.wait([ref], timeout=GPU_PROBE_TIMEOUT_S)
+    if not ready:
+        ray.cancel(ref, force=True)
+        return None
+    return ray.get(ref)
+
+
+def plan(study: Any, gpu_gib: Optional[float] = None) -> Optional[Packing]:
+    """The packing of ``study`` (None unless its resources say ``gpus_per_worker: auto``).
+    Call with Ray connected; ``gpu_gib`` overrides what the study or the cluster says."""
+    resources = study.resources
+    if resources.gpus_per_worker != "auto":
+        return None
+    gpu_gib = gpu_gib or resources.gpu_memory_gb or cluster_gpu_gib()
+    if not gpu_gib:
+        raise StudyError("resources.gpu_memory_gb", "gpus_per_worker: auto needs each GPU's memory and none could be read from the cluster",
+                         "set resources.gpu_memory_gb (e.g. 80 for an H100, 24 for an L4), or a number for gpus_per_worker")
+    method, estimate = estimate_study(study)
+    per_gpu = memory.trials_per_gpu(estimate.total_gib, gpu_gib, resources.gpu_memory_headroom, resources.max_trials_per_gpu)
+    if per_gpu < 1:
+        raise StudyError("resources.gpus_per_worker", f"a {method} trial needs about {estimate.total_gib:.0f} GiB, more than a {gpu_gib:.0f} GiB GPU holds",
+                         "set training.gradient_checkpointing: true, use qlora, lower training.batch_size / max_length, or use larger GPUs")
+    return Packing(estimate, method, gpu_gib, per_gpu, memory.share(per_gpu))
+
+
+def apply(study: Any, packing: Optional[Packing]) -> Any:
+    """``study`` with its GPU share fixed by ``packing`` (unchanged without one)."""
+    if packing is None:
+        return study
+    packed = dataclasses.replace(study, resources=dataclasses.replace(study.resources, gpus_per_worker=packing.share))
+    packed.space = study.space  # not an init field: replace() leaves it unset
+    return packed

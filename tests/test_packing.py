@@ -1,0 +1,156 @@
+"""Memory-aware trial packing (``resources.gpus_per_worker: auto``): the estimate, the packing
+arithmetic, bad input, and packed trials really sharing one (fake) GPU on a local Ray cluster."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import base_study, write_study
+from core.errors import StudyError
+from trainables import failures, memory
+from trainables.kinds import TASKS
+
+ROOT = Path(__file__).resolve().parents[1]
+MEASURED = ROOT / "bench" / "results" / "gpu_check_h100.json"
+CUDA_CONTEXT_GIB = 0.5  # outside torch.cuda.max_memory_allocated, inside what the GPU holds
+
+
+def _shape(name: str, task: str) -> memory.ModelShape:
+    from transformers import AutoConfig
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gpu_check import SHAPES
+
+    family, dims = SHAPES[name]
+    return memory.shape_of(AutoConfig.for_model(family, pad_token_id=0, dtype="bfloat16", **dims), TASKS[task].auto_model)
+
+
+@pytest.mark.parametrize("row", json.loads(MEASURED.read_text()), ids=lambda r: f"{r['shape']}-{r['task']}-{r['method']}-gc{int(r['gradient_checkpointing'])}")
+def test_the_estimate_covers_every_peak_measured_on_an_h100_and_is_not_wasteful(row):
+    """Real shapes (Llama-3.2-1B, Mistral-7B), the peaks bench/gpu_check.py measured: packing
+    must never plan less than a trial took (load or train), nor waste most of a GPU."""
+    batch, seq = map(int, row["batch"].split("x"))
+    task = TASKS[row["task"]]
+    est = memory.estimate(_shape(row["shape"], row["task"]), row["method"], batch=batch, seq_len=seq, lora_r=16,
+                          causal_lm=task.peft_task_type == "CAUSAL_LM", gradient_checkpointing=row["gradient_checkpointing"])
+    took = max(row["train_peak_gb"], row["load_peak_gb"]) + CUDA_CONTEXT_GIB
+    assert took <= est.total_gib <= 1.5 * took, est.describe()
+
+
+def test_the_estimate_grows_with_what_costs_memory():
+    shape = _shape("llama-3.2-1b", "single_label")
+    at = lambda method="lora", **kw: memory.estimate(shape, method, **{"batch": 8, "seq_len": 256, **kw}).total_gib  # noqa: E731
+    assert at(batch=16) > at() and at(seq_len=512) > at() and at(lora_r=64) > at()
+    assert at(gradient_checkpointing=True) < at()
+    assert at("qlora") < at("full") and at("lora") < at("full")
+    mistral = _shape("mistral-7b", "single_label")
+    assert memory.estimate(mistral, "qlora", batch=8, seq_len=256).weights_gib < memory.estimate(mistral, "lora", batch=8, seq_len=256).weights_gib / 3
+
+
+def test_packing_arithmetic():
+    # 80 GiB, 10% kept free: 72 usable
+    assert memory.trials_per_gpu(8.2, 80, 0.1, most=8) == 8
+    assert memory.trials_per_gpu(8.2, 80, 0.1, most=4) == 4
+    assert memory.trials_per_gpu(28.5, 80, 0.1, most=8) == 2
+    assert memory.trials_per_gpu(36.0, 80, 0.1, most=8) == 2  # exactly 72
+    assert memory.trials_per_gpu(80.0, 80, 0.1, most=8) == 0
+    assert memory.share(1) == 1.0 and memory.share(2) == 0.5 and memory.share(3) == 0.3333 and memory.share(8) == 0.125
+    assert 3 * memory.share(3) <= 1.0, "three shares must fit on one GPU"
+    # out of memory: half as many on that GPU, never more than a whole GPU
+    assert memory.fallback_share(0.125) == 0.25 and memory.fallback_share(0.3333) == 1.0 and memory.fallback_share(0.5) == 1.0
+
+
+def test_an_out_of_memory_trial_retries_with_a_larger_share_only_when_packed():
+    from core.specs import ResourcesSpec
+    from trainables.trial import wider_share
+
+    oom, nan = failures.Failure("out_of_memory", "x"), failures.Failure("diverged", "x")
+    assert wider_share(oom, ResourcesSpec(gpus_per_worker=0.25)) == 0.5
+    assert wider_share(oom, ResourcesSpec(gpus_per_worker=0.5)) == 1.0
+    assert wider_share(oom, ResourcesSpec(gpus_per_worker=1.0)) is None, "a whole GPU: nothing to widen"
+    assert wider_share(oom, ResourcesSpec(gpus_per_worker=0.0)) is None, "CPU trials"
+    assert wider_share(nan, ResourcesSpec(gpus_per_worker=0.25)) is None, "only memory is worth a retry"
+
+
+def _study(path: str, **resources):
+    from sweeps.study import load_study
+
+    return load_study(path, [f"resources.{k}={v}" for k, v in resources.items()])
+
+
+def test_plan_packs_the_largest_trial_of_the_study(tmp_path, tiny_llama):
+    from sweeps.tuning import packing
+
+    spec = base_study(tiny_llama, methods=["lora", "full"], resources={"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": "auto", "gpu_memory_gb": 24, "max_trials_per_gpu": 3})
+    study = _study(write_study(tmp_path, spec))
+    plan = packing.plan(study)
+    assert plan is not None and plan.method == "full", "full fine-tuning is the larger trial"
+    assert plan.per_gpu == 3 and plan.share == 0.3333  # a tiny model: capped by max_trials_per_gpu
+    assert packing.apply(study, plan).resources.gpus_per_worker == 0.3333
+    assert packing.plan(_study(write_study(tmp_path, base_study(tiny_llama)))) is None, "no auto: nothing to plan"
+    assert "auto = 0.3333: 3 trial(s) per 24 GiB GPU" in __import__("sweeps.dry_run", fromlist=["describe"]).describe(study)
+
+
+def test_auto_without_a_readable_gpu_size_is_one_line_naming_the_field(tmp_path, tiny_llama, monkeypatch):
+    from sweeps.tuning import packing
+
+    monkeypatch.setattr(packing, "cluster_gpu_gib", lambda: None)
+    study = _study(write_study(tmp_path, base_study(tiny_llama, resources={"gpus_per_worker": "auto"})))
+    with pytest.raises(StudyError) as caught:
+        packing.plan(study)
+    assert caught.value.field == "resources.gpu_memory_gb" and "80 for an H100" in str(caught.value)
+
+
+def test_a_trial_larger_than_the_gpu_is_refused_with_the_knobs_to_turn(tmp_path, tiny_llama):
+    from sweeps.tuning import packing
+
+    study = _study(write_study(tmp_path, base_study(tiny_llama, resources={"gpus_per_worker": "auto", "gpu_memory_gb": 0.5})))
+    with pytest.raises(StudyError) as caught:
+        packing.plan(study)
+    assert caught.value.field == "resources.gpus_per_worker" and "gradient_checkpointing" in str(caught.value)
+
+
+@pytest.mark.parametrize("key,value", [("gpus_per_worker", "most"), ("gpu_memory_gb", 0), ("gpu_memory_headroom", 1.0), ("max_trials_per_gpu", 0)])
+def test_bad_packing_settings_name_the_field(tmp_path, tiny_llama, key, value):
+    resources = {"gpus_per_worker": "auto", key: value}
+    with pytest.raises(StudyError) as caught:
+        _study(write_study(tmp_path, base_study(tiny_llama, resources=resources)))
+    assert caught.value.field == f"resources.{key}"
+
+
+@pytest.mark.ray
+def test_packed_trials_share_one_fake_gpu(workdir, tiny_llama):
+    """One fake GPU and two CPUs: with auto packing (2 per GPU) both trials run at once on
+    GPU 0, each asking Ray for half of it; the parent run records the decision."""
+    import mlflow
+    import ray
+
+    from sweeps.run import main
+
+    ray.shutdown()
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=True, log_to_driver=False)
+    try:
+        study = base_study(
+            tiny_llama, name="packed", methods=["lora", "ia3"],
+            resources={"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": "auto", "gpu_memory_gb": 16, "max_trials_per_gpu": 2,
+                       "backend": "gloo", "start_timeout_s": 60},
+            search={"algorithm": "grid", "grid_repeats": 1, "metric": "f1_macro", "mode": "max"},
+            training={"epochs": 2, "batch_size": 8, "max_length": 24, "evals_per_epoch": 2},
+        )
+        assert main([write_study(workdir, study)]) == 0
+    finally:
+        ray.shutdown()
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("packed").experiment_id])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.data.params["packing.trials_per_gpu"] == "2" and parent.data.params["plan.max_concurrent_trials"] == "2"
+    assert len(kids) == 2 and all(r.data.tags["status"] == "completed" for r in kids)
+    assert [r.data.tags["ray.gpu_ids"] for r in kids] == ["0", "0"], "both trials on the one GPU"
+    assert all(r.data.metrics["gpus_per_worker"] == 0.5 for r in kids)
+    (a, b) = sorted(kids, key=lambda r: r.info.start_time)
+    assert b.info.start_time < a.info.end_time, "the two trials ran at the same time"
