@@ -79,10 +79,10 @@ def plain_train(rows: int, threads: int) -> dict[str, Any]:
     dtype = torch.bfloat16 if has_bf16() else None
     model.train()
     seen = tokens = 0
-    in_steps = 0.0
+    in_steps = cpu = 0.0
     started = time.perf_counter()
     for batch in loader:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = model(**batch).loss
@@ -93,9 +93,10 @@ def plain_train(rows: int, threads: int) -> dict[str, Any]:
         optimizer.zero_grad(set_to_none=True)
         float(loss.detach())  # what a script logging its loss waits for
         in_steps += time.perf_counter() - t0
+        cpu += time.process_time() - c0
         seen += len(batch["input_ids"])
         tokens += int(batch["attention_mask"].sum())
-    return {"examples_per_s": seen / in_steps, "tokens_per_s": tokens / in_steps, "train_time_s": in_steps,
+    return {"examples_per_s": seen / in_steps, "tokens_per_s": tokens / in_steps, "train_time_s": in_steps, "cpu_cores": cpu / in_steps,
             "loop_s": time.perf_counter() - started, "steps": steps, "precision": "bf16" if dtype else "fp32", "last_loss": float(loss)}
 
 
@@ -123,7 +124,7 @@ def trial_train(rows: int, threads: int, workdir: Path) -> dict[str, Any]:
         raise SystemExit(f"bench: the trial failed: {r.error}")
     m = r.metrics
     return {"examples_per_s": float(m["examples_per_s"]), "tokens_per_s": float(m["tokens_per_s"]), "train_time_s": float(m["train_time_s"]),
-            "steps": int(m["step"]), "last_loss": float(m["train_loss"])}
+            "steps": int(m["step"]), "last_loss": float(m["train_loss"]), "cpu_cores": float(m["train_cpu_cores"])}
 
 
 def main() -> int:
@@ -140,9 +141,9 @@ def main() -> int:
         trial = trial_train(args.rows, args.threads, Path(tmp))
     ratio = trial["examples_per_s"] / plain["examples_per_s"]
     print(f"\nLoRA r={RANK} on MiniLM, {args.rows} real tweets, batch {BATCH} length-grouped, {args.threads} thread(s), {plain['precision']}")
-    print("| side | steps | examples/s | tokens/s | seconds in steps |\n|---|---|---|---|---|")
+    print("| side | steps | examples/s | tokens/s | seconds in steps | CPU cores busy in steps |\n|---|---|---|---|---|---|")
     for name, r in (("plain transformers + peft", plain), ("trial (sweep)", trial)):
-        print(f"| {name} | {r['steps']} | {r['examples_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['train_time_s']:.1f} |")
+        print(f"| {name} | {r['steps']} | {r['examples_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['train_time_s']:.1f} | {r['cpu_cores']:.2f} |")
     print(f"\ntrial / plain: {ratio:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "plain": plain, "trial": trial, "ratio": ratio}, indent=2))

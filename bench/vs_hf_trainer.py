@@ -44,7 +44,8 @@ TRAIN_ROWS, VAL_ROWS, BATCH, MAX_LEN, WARMUP, SEED = 2000, 500, 32, 64, 0.06, 42
 
 
 def rows(split: str, n: int) -> list[tuple[str, str]]:
-    return [tuple(ln.rsplit(";", 1)) for ln in (DATA / split).read_text().splitlines()[:n]]  # type: ignore[misc]
+    """The first ``n`` labelled lines of a split (val.txt starts with a blank line)."""
+    return [tuple(ln.rsplit(";", 1)) for ln in (DATA / split).read_text().splitlines() if ";" in ln][:n]  # type: ignore[misc]
 
 
 def peer(workdir: Path, tuned: bool) -> dict[str, Any]:

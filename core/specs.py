@@ -211,6 +211,9 @@ class ResourcesSpec:
     # Restarts after a node preemption (spot reclaim), counted apart from max_failures, as Ray
     # Train does: -1 = no limit (a preemption says nothing about the trial).
     max_preemptions: int = -1
+    # Start Train workers with the jemalloc allocator Ray ships: Train V2 runs the training loop
+    # in a thread, where glibc malloc cost ~9% of CPU throughput (bench/loop_speed.py).
+    jemalloc: bool = True
 
     def validate(self, path: str) -> None:
         if self.workers < 1:

@@ -177,6 +177,7 @@ class Progress:
     seen: int = 0  # examples trained on (this worker)
     tokens: int = 0  # non-pad tokens trained on (this worker)
     train_time: float = 0.0  # seconds in training steps (no evals, no loading)
+    train_cpu_time: float = 0.0  # CPU seconds this process used meanwhile (all its threads)
     epoch: int = 0
     micro_in_epoch: int = 0  # batches of the current epoch already trained on
 
@@ -293,7 +294,7 @@ class TrialRecipe:
     def train_step(self, batch: dict[str, torch.Tensor]) -> bool:
         """One micro-batch forward/backward; every ``grad_accum``-th an optimizer step (True)."""
         p, accum = self.progress, self.training.grad_accum
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with autocast(self.device, self.amp):
             loss = self.model(**batch).loss / accum
@@ -318,6 +319,7 @@ class TrialRecipe:
             if not self.startup and p.step == self.resumed_from + 1:
                 self.startup = startup_times(self.started_at, time.time())
         p.train_time += time.perf_counter() - t0
+        p.train_cpu_time += time.process_time() - c0
         return stepped
 
     def evaluate_and_report(self) -> None:
@@ -334,6 +336,9 @@ class TrialRecipe:
             "train_time_s": p.train_time,
             "examples_per_s": p.seen * world / max(p.train_time, 1e-9),
             "tokens_per_s": p.tokens * world / max(p.train_time, 1e-9),
+            # CPU cores the worker kept busy while training: below its threads = it waited
+            # for a core (other trials, Ray's own processes) or for data on the device
+            "train_cpu_cores": p.train_cpu_time / max(p.train_time, 1e-9),
             # this attempt's time since the worker started (model load + training + evals)
             "wall_time_s": time.perf_counter() - self.started,
             "gpu_hours": p.train_time * float(self.spec.resources.gpus_per_worker) * world / 3600,

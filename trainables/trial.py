@@ -77,6 +77,24 @@ def wider_share(failure: failures.Failure, resources: ResourcesSpec) -> Optional
     return memory.fallback_share(share)
 
 
+def jemalloc() -> Optional[str]:
+    """The jemalloc that ships inside Ray's wheel (None where this Ray has none)."""
+    path = os.path.join(os.path.dirname(ray.__file__), "core", "libjemalloc.so")
+    return path if os.path.isfile(path) else None
+
+
+def worker_runtime_env(resources: ResourcesSpec) -> dict[str, Any]:
+    """What the Train workers start with. Train V2 runs the training loop in a thread of the
+    worker, where glibc's per-thread malloc arena cost ~9% of CPU throughput against the same
+    loop on a main thread; jemalloc (``resources.jemalloc``) recovers most of it
+    (bench/loop_speed.py, bench/RESULTS.md)."""
+    lib = jemalloc() if resources.jemalloc else None
+    if lib is None:
+        return {}
+    preload = " ".join(p for p in (os.environ.get("LD_PRELOAD", ""), lib) if p)
+    return {"env_vars": {"LD_PRELOAD": preload}}
+
+
 def _trainer(config: dict[str, Any], spec: TrialSpec, data: list[Any], ctx: Any, started: float) -> TorchTrainer:
     resources = spec.resources
     return TorchTrainer(
@@ -90,6 +108,7 @@ def _trainer(config: dict[str, Any], spec: TrialSpec, data: list[Any], ctx: Any,
             name=f"{ctx.get_experiment_name()}-{ctx.get_trial_id()}",
             storage_path=spec.train_storage,
             callbacks=[TuneReportCallback()],
+            worker_runtime_env=worker_runtime_env(resources),
             # Workers that crash restart from the last checkpoint up to resources.max_failures
             # times; node preemptions have their own budget (resources.max_preemptions, -1 =
             # no limit); deterministic errors (NaN, out of memory, bad configuration) are
