@@ -36,14 +36,17 @@ from core.schedule import schedule
 from sweeps.study import Study, load_study
 from trainables import data as data_mod
 from trainables.kinds import TASKS, classification
+from trainables.loop import train_loader
 from trainables.model import build_model, load_tokenizer
+from trainables.precision import autocast, autocast_dtype
 
 STUDY = Path(__file__).with_name("emotion_bench.yaml")
 
 
 def plain_run(study: Study, prepared: data_mod.PreparedData, config: dict[str, Any]) -> dict[str, float]:
-    """Train one config the way a careful notebook would: build, loop, evaluate at the same
-    points as a trial (so the sweep's extra cost is Ray/Tune/MLflow, not extra evaluation)."""
+    """Train one config the way a careful notebook would: build, loop (the trial's batching and
+    precision), evaluate at the same points as a trial (so the sweep's extra cost is
+    Ray/Tune/MLflow, not extra evaluation or a slower loop)."""
     started = time.perf_counter()
     training, task = study.training, TASKS[study.task]
     torch.set_num_threads(int(study.resources.cpus_per_worker))
@@ -52,8 +55,9 @@ def plain_run(study: Study, prepared: data_mod.PreparedData, config: dict[str, A
     device = torch.device("cpu")
     model = build_model(study.model, task, prepared.label_names, hp["method"], hp, device, prepared.tokenizer.pad_token_id)
     collate = DataCollatorWithPadding(prepared.tokenizer)
-    loader = DataLoader(prepared.splits["train"], batch_size=training.batch_size, shuffle=True, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(training.seed))
+    # the trial's batching (length-grouped) and precision (bf16 autocast where the CPU has it)
+    loader = train_loader(prepared.splits["train"], training, collate, torch.Generator().manual_seed(training.seed), world=1)
+    amp = autocast_dtype(device, training.precision)
     eval_bs = training.eval_batch_size or 2 * training.batch_size
     val = DataLoader(prepared.splits["validation"], batch_size=eval_bs, collate_fn=collate, generator=torch.Generator())
     plan = schedule(len(prepared.splits["train"]), training, 1)
@@ -65,7 +69,9 @@ def plain_run(study: Study, prepared: data_mod.PreparedData, config: dict[str, A
     model.train()
     while step < total:
         for batch in loader:
-            model(**batch).loss.backward()
+            with autocast(device, amp):
+                loss = model(**batch).loss
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             lr_schedule.step()

@@ -29,5 +29,14 @@ def asha(spec: Any, eval_points: int) -> TrialScheduler:
     )
 
 
+def reuses_actors(scheduler: TrialScheduler) -> bool:
+    """Whether Tune may hand a finished trial's actor to the next trial (its start and imports,
+    ~2.3 s, paid once per slot: bench/trial_startup.py). Only where no trial is stopped from
+    outside: an early-stopped trial's function still waits on its Train run, and Tune then
+    fails the next trial given that actor ("reset_config() ... return True"; found by
+    tests/test_sweeps.py's ASHA test)."""
+    return type(scheduler) is FIFOScheduler
+
+
 SCHEDULERS.register("none", fifo)
 SCHEDULERS.register("asha", asha)

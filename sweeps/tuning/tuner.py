@@ -28,7 +28,7 @@ from core.schema import to_dict
 from sweeps.study import Study
 from sweeps.tracking import TRACKERS, TrackerContext, mlflow_logger, runs, store
 from sweeps.tuning import cluster, extend, final_stage, packing, resume
-from sweeps.tuning.schedulers import SCHEDULERS
+from sweeps.tuning.schedulers import SCHEDULERS, reuses_actors
 from sweeps.tuning.searchers import SEARCHERS, GridSearcher, trial_count
 from sweeps.tuning.starvation import StarvationGuard
 from sweeps.tuning.storage import storage_root
@@ -98,6 +98,7 @@ def build_tuner(study: Study, data_ref: Any, plan: StepPlan, max_concurrent: int
             num_samples=search.num_samples, grid_repeats=search.grid_repeats, first_points=search.first_points,
         )
         num_samples = trial_count(search.algorithm, study.space, study.methods, search.num_samples, search.grid_repeats)
+    scheduler = SCHEDULERS[study.scheduler.name](study.scheduler, plan.eval_points)
     return tune.Tuner(
         trainable(study, data_ref, run_name),
         param_space={},
@@ -105,11 +106,11 @@ def build_tuner(study: Study, data_ref: Any, plan: StepPlan, max_concurrent: int
             metric=search.metric,
             mode=search.mode,
             search_alg=searcher,
-            scheduler=SCHEDULERS[study.scheduler.name](study.scheduler, plan.eval_points),
+            scheduler=scheduler,
             num_samples=num_samples,
             max_concurrent_trials=max_concurrent,
             trial_dirname_creator=trial_dirname,
-            reuse_actors=True,
+            reuse_actors=reuses_actors(scheduler),
         ),
         run_config=tune.RunConfig(
             name=run_name,
