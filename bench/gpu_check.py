@@ -2,7 +2,8 @@
 bf16 compute) and full fine-tuning on CUDA, at real model shapes with random weights (no hub).
 
 For each (shape, task, method): build, train a few steps on random tokens, and report trainable
-parameters, peak GPU memory (while loading, and while training), tokens/s and that the loss is finite; QLoRA's checkpoint
+parameters, peak GPU memory (while loading, and while training), tokens/s, model-FLOPs utilisation
+against the GPU's dense bf16 peak (``mfu``) and that the loss is finite; QLoRA's checkpoint
 (``save_trained``/``load_trained``) must restore the adapter exactly. Shapes: Llama-3.2-1B and
 Mistral-7B (the catalogue's QLoRA model: does a trial fit one 24 GB GPU?).
 
@@ -22,10 +23,29 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+PEAK: float | None = None  # --peak-tflops
+
 SHAPES = {
     "llama-3.2-1b": ("llama", dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True)),
     "mistral-7b": ("mistral", dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, vocab_size=32000, sliding_window=None)),
 }
+
+
+# Dense bf16 tensor-core peak (TFLOP/s, no sparsity) by device name: the denominator of the
+# model-FLOPs utilisation (MFU) column. Override with --peak-tflops.
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 70.0}
+
+
+def peak_tflops() -> float | None:
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def model_flops_per_token(total_params: int, trainable_params: int) -> float:
+    """Useful training FLOPs per token: forward 2P and input gradients 2P through every weight,
+    weight gradients 2P only where weights train (recomputation from checkpointing not counted,
+    as MFU is defined). Attention's s^2 terms left out (small at 256 tokens)."""
+    return 4 * total_params + 2 * trainable_params
 
 
 def make_checkpoint(shape: str, folder: Path) -> str:
@@ -86,6 +106,9 @@ def run(path: str, task_name: str, method: str, steps: int, batch: int, seq: int
         "load_peak_gb": round(load_peak, 2), "train_peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         "tokens_per_s": round(steps * batch * seq / elapsed), "loss_finite": all(l == l and abs(l) < 1e4 for l in losses),
     }
+    peak = PEAK or peak_tflops()
+    if peak:
+        out["mfu"] = round(out["tokens_per_s"] * model_flops_per_token(total, trainable) / (peak * 1e12), 3)
     if method in ("qlora", "lora"):
         with tempfile.TemporaryDirectory() as tmp:
             models.save_trained(net, tmp, method)
@@ -105,7 +128,12 @@ def main() -> int:
     p.add_argument("--json", help="write results here")
     p.add_argument("--shapes", default="llama-3.2-1b,mistral-7b")
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak (default: by device name)")
     args = p.parse_args()
+    global PEAK
+    PEAK = args.peak_tflops
     from trainables.inference import quiet
 
     quiet()
@@ -121,7 +149,7 @@ def main() -> int:
             path = make_checkpoint(shape, Path(tmp))
             print(f"{shape}: random checkpoint written in {time.perf_counter() - t:.0f}s", flush=True)
             for task, method, *gc in plan[shape]:
-                row = {"shape": shape, **run(path, task, method, args.steps, batch=8, seq=256, checkpointing=bool(gc and gc[0]))}
+                row = {"shape": shape, **run(path, task, method, args.steps, batch=args.batch, seq=args.seq, checkpointing=bool(gc and gc[0]))}
                 print(json.dumps(row), flush=True)
                 results.append(row)
     if args.json:

@@ -39,6 +39,7 @@ def run(name: str, overrides: list[str], workdir: Path) -> list[dict[str, Any]]:
     from sweeps.tuning.tuner import run_study
 
     out = workdir / name
+    out.mkdir(parents=True)
     study = load_study("emotion_demo", [SPACE, "final=null", *overrides, f"storage_path={out / 'ray_results'}",
                                         f"tracking.tracking_uri=sqlite:///{out / 'mlflow.db'}"])
     outcome = run_study(study, local=True)
