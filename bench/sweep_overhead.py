@@ -6,14 +6,17 @@ tweets) are trained three ways in one run:
 - ``plain``:   one Python process, a plain PyTorch + peft loop per config, one after another
                (no Ray, no Tune, no MLflow), one CPU thread each, like a 1-CPU trial,
                evaluating at the same steps as a trial;
-- ``sweep x1``: ``sweeps.sweep.run_study`` (local Ray start, Tune, Train V2 workers, MLflow),
-               one trial at a time: the same serial schedule, so the ratio is pure overhead;
+- ``sweep x1``: ``sweeps.sweep.run_study`` (local Ray start, Tune, MLflow), one trial at a
+               time: the same serial schedule, so the ratio is pure overhead; each trial trains
+               in its own Tune actor (``resources.in_process``, the one-node default);
+- ``sweep x1 train workers``: the same with a Train V2 controller + worker per trial
+               (``in_process: false``, what a multi-node cluster runs);
 - ``sweep x2``: two trials at a time on the 2 CPUs: what packing trials buys back.
 
 Prints wall times, ratios against ``plain``, per-trial overhead and each config's validation
 macro F1 (the sweep must train the same model to the same quality). Run from the repo root:
 
-    .venv/bin/python bench/sweep_overhead.py [--concurrency 1 2] [--json out.json]
+    .venv/bin/python bench/sweep_overhead.py [--concurrency 1 2] [--modes true false] [--json out.json]
 """
 
 from __future__ import annotations
@@ -93,12 +96,12 @@ def plain(study: Study) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "trials": trials}
 
 
-def sweep(concurrency: int, workdir: Path) -> dict[str, Any]:
+def sweep(concurrency: int, workdir: Path, in_process: str) -> dict[str, Any]:
     from sweeps.tuning.tuner import run_study
 
-    out = workdir / f"x{concurrency}"
+    out = workdir / f"x{concurrency}-{in_process}"
     study = load_study(str(STUDY), [
-        f"search.max_concurrent_trials={concurrency}",
+        f"search.max_concurrent_trials={concurrency}", f"resources.in_process={in_process}",
         f"storage_path={out / 'ray_results'}",
         f"tracking.tracking_uri=sqlite:///{out / 'mlflow.db'}",
     ])
@@ -130,13 +133,17 @@ def report(results: dict[str, Any]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2], help="sweep runs to time (trials at once)")
+    p.add_argument("--modes", nargs="+", default=["true", "false"], help="resources.in_process values (false: Train workers, timed one at a time only)")
     p.add_argument("--json", help="also write the raw numbers here")
     args = p.parse_args()
     study = load_study(str(STUDY))
     results: dict[str, Any] = {"plain": plain(study)}
     with tempfile.TemporaryDirectory() as tmp:
         for c in args.concurrency:
-            results[f"sweep x{c}"] = sweep(c, Path(tmp))
+            for mode in args.modes:
+                if mode == "false" and c > 1 and "true" in args.modes:
+                    continue
+                results[f"sweep x{c}" + (" train workers" if mode == "false" else "")] = sweep(c, Path(tmp), mode)
     text = report(results)
     print(f"\n{platform.node()}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads available\n{text}")

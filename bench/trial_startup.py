@@ -2,10 +2,11 @@
 
 Runs short trials of ``bench/emotion_bench.yaml`` (LoRA, QLoRA, IA3 on MiniLM; 128 real emotion
 tweets, 4 steps each, so nearly all of a trial is its fixed cost) through the real sweep
-(local Ray, Tune, a Train V2 ``TorchTrainer`` per trial, MLflow), one at a time by default,
-and splits each trial's start-up using what the trial reports (``startup_*`` metrics:
-``trainables/loop.py``) and Ray's own task events (when each actor was asked for, started
-running, finished ``__init__``):
+(local Ray, Tune, MLflow), one at a time by default, twice in one run: with a Train V2
+``TorchTrainer`` (controller + worker) per trial (``resources.in_process: false``) and with the
+loop in the trial's own Tune actor (``in_process: true``, the one-node default). It splits each
+trial's start-up using what the trial reports (``startup_*`` metrics: ``trainables/loop.py``) and
+Ray's own task events (when each actor was asked for, started running, finished ``__init__``):
 
 - tune actor:   Tune's trial actor created (scheduled) -> its ``__init__`` done (fresh actors only;
                 with ``reuse_actors`` later trials reuse it);
@@ -14,9 +15,12 @@ running, finished ``__init__``):
 - imports:      the worker's function -> the trial recipe starts (peft, transformers, our modules);
 - recipe:       data from the object store, model build, loaders, optimizer, first step;
 - after:        the worker's last moment -> the next trial's Train controller is asked for
-                (worker group shutdown, Tune bookkeeping, MLflow logging of the ended trial).
+                (worker group shutdown, Tune bookkeeping, MLflow logging of the ended trial;
+                Train workers only: in process there is no controller to time it by).
 
-    .venv/bin/python bench/trial_startup.py [--repeats 2] [--concurrency 1] [--json out.json]
+Each mode's sweep wall time per trial is the number that includes everything.
+
+    .venv/bin/python bench/trial_startup.py [--repeats 2] [--concurrency 1] [--modes false,true] [--json out.json]
 """
 
 from __future__ import annotations
@@ -57,13 +61,13 @@ def actor_events(since: float) -> dict[str, list[dict[str, float]]]:
     return out
 
 
-def run(repeats: int, concurrency: int, workdir: Path) -> dict[str, Any]:
+def run(repeats: int, concurrency: int, workdir: Path, in_process: str) -> dict[str, Any]:
     from sweeps.tuning.tuner import run_study
 
     study = load_study(str(STUDY), [
         "data.max_train_rows=128", "data.max_eval_rows=64", "training.evals_per_epoch=1",
         "training.eval_base=false", f"search.grid_repeats={repeats}",
-        f"search.max_concurrent_trials={concurrency}",
+        f"search.max_concurrent_trials={concurrency}", f"resources.in_process={in_process}",
         f"storage_path={workdir / 'ray_results'}", f"tracking.tracking_uri=sqlite:///{workdir / 'mlflow.db'}",
     ])
     since = time.time()
@@ -84,24 +88,31 @@ def run(repeats: int, concurrency: int, workdir: Path) -> dict[str, Any]:
                       | {"worker_wall_s": float(last["wall_time_s"]), "train_time_s": float(last["train_time_s"]),
                          "first_report": float(first["timestamp"])})
     controllers = events.get("TrainController", [])
-    # Trials are matched to Train controllers by start order (exact when one runs at a time).
+    actors = events.get("ImplicitFunc", [])
+    # Trials are matched to Train controllers by start order (exact when one runs at a time);
+    # in process, to Tune actors in creation order (a reused actor serves the later trials).
     trials.sort(key=lambda t: t["first_report"])
     rows = []
-    for i, (trial, ctl) in enumerate(zip(trials, controllers)):
-        fresh = [a for a in events.get("ImplicitFunc", []) if ctl["created"] - 5.0 < a["ready"] <= ctl["created"] + 0.5]
-        end = ctl["created"] + trial["startup_s"] - trial["startup_recipe_s"] + trial["worker_wall_s"]
-        nxt = controllers[i + 1]["created"] if i + 1 < len(controllers) else None
+    for i, trial in enumerate(trials):
+        ctl = controllers[i] if i < len(controllers) else None
+        if ctl is not None:
+            fresh = [a for a in actors if ctl["created"] - 5.0 < a["ready"] <= ctl["created"] + 0.5]
+        else:
+            fresh = actors[i:i + 1]
+        after = None
+        if ctl is not None and i + 1 < len(controllers) and concurrency == 1:
+            after = controllers[i + 1]["created"] - (ctl["created"] + trial["startup_s"] - trial["startup_recipe_s"] + trial["worker_wall_s"])
         rows.append({
             "tune_actor_s": (fresh[0]["ready"] - fresh[0]["created"]) if fresh else 0.0,
             "train_setup_s": trial["startup_s"] - trial["startup_worker_s"],
             "imports_s": trial["startup_worker_s"] - trial["startup_recipe_s"],
             "recipe_s": trial["startup_recipe_s"],
-            "after_s": (nxt - end) if (nxt is not None and concurrency == 1) else None,
+            "after_s": after,
             "train_time_s": trial["train_time_s"],
         })
     for row in rows:
         row["scheduled_to_first_step_s"] = row["tune_actor_s"] + row["train_setup_s"] + row["imports_s"] + row["recipe_s"]
-    return {"wall_s": wall, "trials": rows, "concurrency": concurrency}
+    return {"wall_s": wall, "trials": rows, "concurrency": concurrency, "in_process": in_process}
 
 
 def report(result: dict[str, Any]) -> str:
@@ -113,6 +124,7 @@ def report(result: dict[str, Any]) -> str:
     means = {c: statistics.mean(v) if v else None for c, v in known.items()}
     lines.append("| mean | " + " | ".join("-" if means[c] is None else f"{means[c]:.1f}" for c in cols) + " |")
     n = len(result["trials"])
+    lines.insert(0, f"in_process: {result['in_process']}\n")
     lines.append(f"\n{n} trials, {result['concurrency']} at a time: sweep wall {result['wall_s']:.1f} s "
                  f"({result['wall_s'] / n:.1f} s per trial, of which training {means['train_time_s']:.1f} s)")
     return "\n".join(lines)
@@ -122,13 +134,21 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=2, help="grid repeats: 3 trials each")
     p.add_argument("--concurrency", type=int, default=1, help="trials at once ('after' is only measured at 1)")
+    p.add_argument("--modes", default="false,true", help="resources.in_process values to run, in this order")
     p.add_argument("--json", help="also write the raw numbers here")
     args = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        result = run(args.repeats, args.concurrency, Path(tmp))
-    print(report(result))
+    results = {}
+    for mode in args.modes.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            results[mode] = run(args.repeats, args.concurrency, Path(tmp), mode)
+        print(report(results[mode]) + "\n")
+    if "false" in results and "true" in results:
+        per_trial = {m: r["wall_s"] / len(r["trials"]) for m, r in results.items()}
+        first = {m: statistics.mean(t["scheduled_to_first_step_s"] for t in r["trials"]) for m, r in results.items()}
+        print(f"in process vs Train workers: {per_trial['true']:.1f} vs {per_trial['false']:.1f} s per trial "
+              f"({per_trial['false'] / per_trial['true']:.2f}x faster), start-up {first['true']:.1f} vs {first['false']:.1f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
 
 

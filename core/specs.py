@@ -211,13 +211,23 @@ class ResourcesSpec:
     # Restarts after a node preemption (spot reclaim), counted apart from max_failures, as Ray
     # Train does: -1 = no limit (a preemption says nothing about the trial).
     max_preemptions: int = -1
-    # Start Train workers with the jemalloc allocator Ray ships: Train V2 runs the training loop
-    # in a thread, where glibc malloc cost ~9% of CPU throughput (bench/loop_speed.py).
+    # Start Train workers (and a local cluster's trial actors) with the jemalloc allocator Ray
+    # ships: the training loop runs in a thread, where glibc malloc cost ~9% of CPU throughput
+    # (bench/loop_speed.py).
     jemalloc: bool = True
+    # Run a one-worker trial's training loop in the trial's own Tune actor rather than in a Ray
+    # Train worker that a Train controller starts for each trial: ~9 s less start-up per trial,
+    # and a reused actor keeps its imports (bench/trial_startup.py). A crash then restarts the
+    # whole trial from its last checkpoint (Tune, resources.max_failures) rather than only its
+    # worker. auto: on a one-node cluster with workers: 1; a multi-node cluster keeps Train
+    # workers (trial drivers on the head, workers on nodes that may be preempted).
+    in_process: Union[bool, Literal["auto"]] = "auto"
 
     def validate(self, path: str) -> None:
         if self.workers < 1:
             raise StudyError(f"{path}.workers", f"{self.workers}", "use >= 1")
+        if self.in_process is True and self.workers > 1:
+            raise StudyError(f"{path}.in_process", f"true with workers: {self.workers}", "use workers: 1, or in_process: false (or auto) for DDP trials")
         if self.cpus_per_worker <= 0:
             raise StudyError(f"{path}.cpus_per_worker", f"{self.cpus_per_worker}", "use > 0")
         if self.gpus_per_worker != "auto" and (self.gpus_per_worker < 0 or (self.gpus_per_worker > 1 and not float(self.gpus_per_worker).is_integer())):

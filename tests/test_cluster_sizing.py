@@ -38,3 +38,30 @@ def test_trials_wait_longer_only_where_the_autoscaler_can_add_a_node_that_fits()
     assert start_timeout(one_gpu, groups=[{"Resources": GPU_NODE["Resources"], "max_count": 2}]) == 900
     cpu_only = [{"Resources": {"CPU": 16}, "max_count": 4}]
     assert start_timeout(one_gpu, groups=cpu_only) == 60  # no node type has a GPU: fail fast
+
+
+def test_trials_train_in_their_own_tune_actor_only_where_that_costs_nothing():
+    from core.errors import StudyError
+    from sweeps.tuning.cluster import in_process, trial_resources
+
+    one = ResourcesSpec(cpus_per_worker=2, gpus_per_worker=0.25)
+    laptop = [{"Resources": {"CPU": 8, "GPU": 1, "memory": 24 * GIB}}]
+    assert in_process(one, nodes=laptop, groups=[]) is True
+    assert in_process(one, nodes=[HEAD, GPU_NODE], groups=[]) is False  # a lost node would take the trial along
+    assert in_process(one, nodes=laptop, groups=[{"Resources": GPU_NODE["Resources"], "max_count": 2}]) is False
+    pinned = [{"Resources": {"CPU": 8, "GPU": 1, "trial_driver": 1}}]  # cluster.yaml's head keeps the drivers
+    assert in_process(one, nodes=pinned, groups=[]) is False
+    assert in_process(ResourcesSpec(workers=2), nodes=laptop, groups=[]) is False  # DDP needs Train workers
+    assert in_process(ResourcesSpec(in_process=True), nodes=[HEAD, GPU_NODE], groups=[]) is True  # asked for
+    assert in_process(ResourcesSpec(in_process=False), nodes=laptop, groups=[]) is False
+
+    # the Tune actor holds what the worker would have held
+    decided = ResourcesSpec(cpus_per_worker=2, gpus_per_worker=0.25, in_process=True)
+    assert trial_resources(decided) == {"memory": 512 * 2**20, "CPU": 2, "GPU": 0.25}
+
+    try:
+        ResourcesSpec(workers=2, in_process=True).validate("resources")
+    except StudyError as exc:
+        assert exc.field == "resources.in_process" and "workers: 1" in str(exc)
+    else:
+        raise AssertionError("workers: 2 with in_process: true was accepted")

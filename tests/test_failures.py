@@ -90,10 +90,12 @@ def test_nan_scores_stop_the_loop():
 
 
 @pytest.mark.ray
-def test_a_diverging_trial_fails_at_once_as_the_worst_result_and_the_study_goes_on(workdir, minilm_path, capsys):
+@pytest.mark.parametrize("in_process", [False, True], ids=["train_worker", "in_process"])
+def test_a_diverging_trial_fails_at_once_as_the_worst_result_and_the_study_goes_on(workdir, minilm_path, capsys, in_process):
     """Real Ray (Train V2 state tracking on, to count attempts), real MLflow: a learning rate
     that sends the weights to inf. The trial may be restarted twice (max_failures: 2); it must
-    run once, end FAILED with error=diverged and the step, and give the searcher its worst score."""
+    run once, end FAILED with error=diverged and the step, and give the searcher its worst score;
+    in a Train worker, or in the trial's own Tune actor (resources.in_process)."""
     import ray
     from ray.train.v2._internal.state.state_actor import get_state_actor
 
@@ -109,7 +111,7 @@ def test_a_diverging_trial_fails_at_once_as_the_worst_result_and_the_study_goes_
         # warm-up from 0: step 1 is still sane (an eval point, a checkpoint, a score), a later step diverges
         spec["search_space"]["overrides"]["warmup_ratio"] = 0.5
         spec["training"].update(max_steps=4, eval_every_steps=1)
-        spec["resources"]["max_failures"] = 2
+        spec["resources"].update(max_failures=2, in_process=in_process)
         spec["search"]["max_concurrent_trials"] = 1
         outcome = run_study(load_study(write_study(workdir, spec), []))
 
@@ -138,6 +140,10 @@ def test_a_diverging_trial_fails_at_once_as_the_worst_result_and_the_study_goes_
         assert scores[-1].run.info.run_id == run.info.run_id  # the failed trial ranks last, whatever it scored before
         assert told[1e20] == ("COMPLETE", -math.inf) and told[3e-3][0] == "COMPLETE" and told[3e-3][1] > 0
 
+        # trained once: a restart would resume from the step-1 checkpoint and say so
+        assert run.data.metrics["resumed_from_step"] == 0 and run.data.metrics["in_process"] == int(in_process)
+        if in_process:
+            return
         # Train ran the diverging trial's workers once, not 1 + max_failures times
         runs = ray.get(get_state_actor().get_train_runs.remote())
         attempts = ray.get(get_state_actor().get_train_run_attempts.remote())

@@ -125,3 +125,29 @@ def test_bad_per_method_change_is_one_line_naming_the_field():
         load_space("small_encoder", {"learning_rate": {"per_method": {"ia3": {"methods": ["lora"]}}}})
     with pytest.raises(StudyError, match=r"learning_rate.per_method.ia3: low 0.1 > high 0.01"):
         load_space("small_encoder", {"learning_rate": {"per_method": {"ia3": {"low": 0.1}}}})
+
+
+def test_evaluation_runs_shortest_first_and_answers_in_the_loaders_order(minilm_path):
+    """Classification scores batches of similar length (less padding) yet returns logits and
+    labels row by row as the loader holds them: eval files and metrics line up with the texts."""
+    from torch.utils.data import DataLoader
+
+    from trainables.kinds import classification
+
+    tok = models.load_tokenizer(minilm_path)
+    rows = _rows(tok, 60).remove_columns("labels")
+    rows = rows.add_column("labels", [i % 3 for i in range(len(rows))])
+    model = models.build_model(minilm_path, TASKS["single_label"], ["a", "b", "c"], "lora", {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0}, torch.device("cpu"), tok.pad_token_id)
+    loader = DataLoader(rows, batch_size=16, collate_fn=DataCollatorWithPadding(tok))
+    order = classification.length_order(loader)
+    lengths = [len(ids) for ids in rows["input_ids"]]
+    assert sorted(order) == list(range(len(rows))) and [lengths[i] for i in order] == sorted(lengths)
+    assert order != list(range(len(rows))), "the rows must come in mixed lengths for this test to mean anything"
+
+    logits, labels, loss = classification.predict(model, loader, torch.device("cpu"))
+    model.eval()
+    with torch.no_grad():  # one row at a time: no padding at all, the loader's order
+        one_by_one = [model(**DataCollatorWithPadding(tok)([rows[i]])) for i in range(len(rows))]
+    assert labels.tolist() == rows["labels"]
+    assert torch.allclose(torch.tensor(logits), torch.cat([o.logits for o in one_by_one]), atol=1e-4)
+    assert loss == pytest.approx(float(torch.stack([o.loss for o in one_by_one]).mean()), rel=1e-4)

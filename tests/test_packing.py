@@ -76,6 +76,31 @@ def test_an_out_of_memory_trial_retries_with_a_larger_share_only_when_packed():
     assert wider_share(nan, ResourcesSpec(gpus_per_worker=0.25)) is None, "only memory is worth a retry"
 
 
+def test_an_in_process_trial_out_of_memory_retries_in_a_train_worker_with_a_larger_share(monkeypatch):
+    """The Tune actor's GPU share is fixed once placed: the wider retry goes to a Train worker.
+    (The attempts are stand-ins; the real retry needs a real GPU running out of memory.)"""
+    from types import SimpleNamespace
+
+    from core.specs import ResourcesSpec, TrainingSpec
+    from trainables import trial
+    from trainables.spec import TrialSpec
+
+    attempts = []
+
+    def attempt(config, spec, data, ctx, started):
+        attempts.append(spec.resources)
+        if len(attempts) == 1:
+            raise failures.TrialOutOfMemory("out of memory")
+
+    monkeypatch.setattr(trial, "_train", attempt)
+    monkeypatch.setattr(trial.tune, "get_context", lambda: SimpleNamespace(get_trial_name=lambda: "t"))
+    monkeypatch.setattr(trial, "wait_until_tune_has_every_report", lambda: None)
+    spec = TrialSpec(model="m", task=TASKS["single_label"], training=TrainingSpec(), metric="f1_macro", mode="max", train_storage="/tmp/x",
+                     resources=ResourcesSpec(gpus_per_worker=0.25, in_process=True), worker_start_timeout_s=1.0)
+    trial.run_trial({"method": "lora"}, spec, [None])
+    assert [(r.in_process, r.gpus_per_worker) for r in attempts] == [(True, 0.25), (False, 0.5)]
+
+
 def _study(path: str, **resources):
     from sweeps.study import load_study
 
@@ -123,9 +148,11 @@ def test_bad_packing_settings_name_the_field(tmp_path, tiny_llama, key, value):
 
 
 @pytest.mark.ray
-def test_packed_trials_share_one_fake_gpu(workdir, tiny_llama):
+@pytest.mark.parametrize("in_process", [False, True], ids=["train_worker", "in_process"])
+def test_packed_trials_share_one_fake_gpu(workdir, tiny_llama, in_process):
     """One fake GPU and two CPUs: with auto packing (2 per GPU) both trials run at once on
-    GPU 0, each asking Ray for half of it; the parent run records the decision."""
+    GPU 0, each asking Ray for half of it (in Train workers or in their Tune actors); the
+    parent run records the decision."""
     import mlflow
     import ray
 
@@ -137,7 +164,7 @@ def test_packed_trials_share_one_fake_gpu(workdir, tiny_llama):
         study = base_study(
             tiny_llama, name="packed", methods=["lora", "ia3"],
             resources={"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": "auto", "gpu_memory_gb": 16, "max_trials_per_gpu": 2,
-                       "backend": "gloo", "start_timeout_s": 60},
+                       "backend": "gloo", "start_timeout_s": 60, "in_process": in_process},
             search={"algorithm": "grid", "grid_repeats": 1, "metric": "f1_macro", "mode": "max"},
             training={"epochs": 2, "batch_size": 8, "max_length": 24, "evals_per_epoch": 2},
         )
@@ -151,6 +178,6 @@ def test_packed_trials_share_one_fake_gpu(workdir, tiny_llama):
     assert parent.data.params["packing.trials_per_gpu"] == "2" and parent.data.params["plan.max_concurrent_trials"] == "2"
     assert len(kids) == 2 and all(r.data.tags["status"] == "completed" for r in kids)
     assert [r.data.tags["ray.gpu_ids"] for r in kids] == ["0", "0"], "both trials on the one GPU"
-    assert all(r.data.metrics["gpus_per_worker"] == 0.5 for r in kids)
+    assert all(r.data.metrics["gpus_per_worker"] == 0.5 and r.data.metrics["in_process"] == int(in_process) for r in kids)
     (a, b) = sorted(kids, key=lambda r: r.info.start_time)
     assert b.info.start_time < a.info.end_time, "the two trials ran at the same time"

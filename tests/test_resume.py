@@ -1,5 +1,7 @@
 """A trial whose worker dies resumes from its last checkpoint (adapter, optimizer, LR schedule,
-step counters, RNG) and ends exactly where an uninterrupted run ends. Real Ray, real kill.
+step counters, RNG) and ends exactly where an uninterrupted run ends. Real Ray, real kill: of
+its Ray Train worker (Train restarts the worker), or, for a trial that trains in its own Tune
+actor (resources.in_process), of that actor (Tune restarts the trial).
 (A killed driver + ``--resume`` is tested on the multi-node cluster, tests/test_multinode.py.)"""
 
 from __future__ import annotations
@@ -18,13 +20,20 @@ from tests.conftest import base_study, trial_runs, write_study
 pytestmark = pytest.mark.ray
 
 
-def kill_one_worker_once_both_trials_checkpointed(workdir: Path, study: str, stop: threading.Event, killed: list[int]) -> None:
-    """Once both trials' first checkpoints are registered, SIGKILL one Ray Train worker."""
+# The actor that runs a trial's training loop: a Ray Train worker, or the trial's Tune actor
+# (the class Tune wraps a function trainable in).
+TRAINING_ACTOR = {False: "RayTrainWorker", True: "ImplicitFunc"}
+
+
+def kill_one_worker_once_both_trials_checkpointed(workdir: Path, study: str, stop: threading.Event, killed: list[int], actor_class: str) -> None:
+    """Once both trials' first checkpoints are registered, SIGKILL one actor that trains."""
+    import ray
     from ray.util.state import list_actors
 
     while not stop.is_set():
         if sum("step" in r.data.metrics for r in trial_runs(workdir, study)) == 2:
-            actors = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+            actors = list_actors(address=ray.get_runtime_context().gcs_address,  # this test's cluster, not another
+                                 filters=[("class_name", "=", actor_class), ("state", "=", "ALIVE")])
             if actors:
                 os.kill(actors[0].pid, signal.SIGKILL)
                 killed.append(actors[0].pid)
@@ -32,18 +41,19 @@ def kill_one_worker_once_both_trials_checkpointed(workdir: Path, study: str, sto
         time.sleep(0.2)
 
 
-def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_run(ray_cluster, workdir, minilm_path):
+@pytest.mark.parametrize("in_process", [False, True], ids=["train_worker", "in_process"])
+def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_run(ray_cluster, workdir, minilm_path, in_process):
     # The same trial twice, side by side (grid_repeats: same config and seed); one of them loses
     # its worker mid-run. Both must end at the same point.
     study = base_study(
         minilm_path, name="killed", data={"source": "generated", "name": "emotion", "rows": 300},
         search_space={"name": "small_encoder", "overrides": {"lora_r": [4], "lora_alpha_ratio": 2, "lora_dropout": 0.1, "warmup_ratio": 0.1, "lr_scheduler": "linear", "learning_rate": [3e-3]}},
         training={"epochs": 2, "batch_size": 16, "max_length": 24, "evals_per_epoch": 2, "seed": 7},
-        resources={"workers": 1, "cpus_per_worker": 1, "max_failures": 1},
+        resources={"workers": 1, "cpus_per_worker": 1, "max_failures": 1, "in_process": in_process},
     )
     study["search"].update(grid_repeats=2, max_concurrent_trials=2)
     stop, killed = threading.Event(), []
-    killer = threading.Thread(target=kill_one_worker_once_both_trials_checkpointed, args=(workdir, "killed", stop, killed), daemon=True)
+    killer = threading.Thread(target=kill_one_worker_once_both_trials_checkpointed, args=(workdir, "killed", stop, killed, TRAINING_ACTOR[in_process]), daemon=True)
     killer.start()
     try:
         assert main([write_study(workdir, study)]) == 0
@@ -54,6 +64,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_like_an_uninterrup
     runs = trial_runs(workdir, "killed")
     assert sorted(r.data.tags["status"] for r in runs) == ["completed", "completed"]
     straight, resumed = sorted((r.data.metrics for r in runs), key=lambda m: m["resumed_from_step"])
+    assert straight["in_process"] == resumed["in_process"] == int(in_process)
     assert straight["resumed_from_step"] == 0 and resumed["resumed_from_step"] > 0  # it did not start over
     # same data order, dropout masks, optimizer and LR state after the restart: same end point
     for key in ("step", "train_loss", "eval_loss", "f1_macro", "accuracy", "learning_rate"):

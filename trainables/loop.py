@@ -13,7 +13,7 @@ import os
 import resource
 import tempfile
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import ray
 import ray.train
@@ -131,6 +131,37 @@ def optimizer_for(model: torch.nn.Module, hp: dict[str, Any]) -> torch.optim.Opt
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=hp["weight_decay"])
 
 
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """Where the loop runs, reports and resumes from: a Ray Train worker (Tune hears the reports
+    through the trial's TuneReportCallback), or the trial's own Tune actor (``resources.in_process``),
+    where the loop talks to Tune directly."""
+
+    report: Callable[..., None]
+    get_checkpoint: Callable[[], Any]
+    in_process: bool
+
+    def rank_and_world(self) -> tuple[int, int]:
+        if self.in_process:  # Ray refuses ray.train.get_context() in a Tune function
+            return 0, 1
+        ctx = ray.train.get_context()
+        return ctx.get_world_rank(), ctx.get_world_size()
+
+    def device(self) -> torch.device:
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        # Ray sets CUDA_VISIBLE_DEVICES to the GPU it gave the Tune actor: device 0 is it
+        return torch.device("cuda", 0) if self.in_process else ray.train.torch.get_device()
+
+
+def session_for(in_process: bool) -> Session:
+    if in_process:
+        from ray import tune
+
+        return Session(tune.report, tune.get_checkpoint, True)
+    return Session(ray.train.report, ray.train.get_checkpoint, False)
+
+
 def train_worker(cfg: dict[str, Any]) -> None:
     """Fine-tune one trial (``cfg``: ``spec`` (TrialSpec), ``hparams``, ``data`` ([ObjectRef]),
     ``driver_node_id``). Running out of memory is raised as ``TrialOutOfMemory``, whose message
@@ -138,7 +169,8 @@ def train_worker(cfg: dict[str, Any]) -> None:
     spec: TrialSpec = cfg["spec"]
     try:
         recipe = TrialRecipe(spec, cfg["hparams"], cfg["data"][0], cfg.get("driver_node_id"),
-                             started_at={k: cfg[k] for k in ("driver_started_at", "worker_entered_at") if k in cfg})
+                             started_at={k: cfg[k] for k in ("driver_started_at", "worker_entered_at") if k in cfg},
+                             session=session_for(bool(cfg.get("in_process"))))
         if not recipe.restore():
             recipe.train()
     except Exception as exc:
@@ -188,14 +220,14 @@ class TrialRecipe:
     ``train`` runs the epochs of ``train_step``s and, at each eval point, ``evaluate_and_report``."""
 
     def __init__(self, spec: TrialSpec, hp: dict[str, Any], data_ref: Any, driver_node_id: Optional[str] = None,
-                 started_at: Optional[dict[str, float]] = None) -> None:
+                 started_at: Optional[dict[str, float]] = None, session: Optional[Session] = None) -> None:
         self.spec, self.hp, self.training = spec, hp, spec.training
+        self.session = session or session_for(False)
         # Wall-clock times (time.time()) the trial's driver and this worker started: the first
         # report says how long each took to reach the first optimizer step (startup_*).
         self.started_at = {"recipe": time.time(), **(started_at or {})}
         self.startup: dict[str, float] = {}
-        ctx = ray.train.get_context()
-        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.rank, self.world = self.session.rank_and_world()
         quiet_worker()
         # Ray starts workers with OMP_NUM_THREADS=1: use the CPUs this worker was given.
         torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))
@@ -205,7 +237,7 @@ class TrialRecipe:
 
         data = ray.get(data_ref)
         task, kind = spec.task, spec.task.kind
-        self.device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
+        self.device = self.session.device()
         self.net = models.build_model(spec.model, task, data.label_names, hp["method"], hp, self.device, data.tokenizer.pad_token_id, self.training.gradient_checkpointing)
         self.param_counts = models.count_params(self.net)
         self.model = ray.train.torch.prepare_model(self.net, move_to_device=False) if self.world > 1 else self.net
@@ -245,7 +277,7 @@ class TrialRecipe:
         the trial's last (restarted after its last report: the worker lost at the very end, or
         a resumed study whose driver died before Tune saw the trial end): its stored result is
         reported again instead of ending with no result."""
-        checkpoint = ray.train.get_checkpoint()
+        checkpoint = self.session.get_checkpoint()
         if checkpoint is None:
             if self.rank == 0 and self.training.eval_base:
                 self.evaluator.score_base(self.net)
@@ -259,9 +291,9 @@ class TrialRecipe:
         if self.resumed_from < self.plan.total_steps:
             return False
         if self.rank == 0:
-            ray.train.report({**state["metrics"], "resumed_from_step": self.resumed_from}, checkpoint=checkpoint)
+            self.session.report({**state["metrics"], "resumed_from_step": self.resumed_from}, checkpoint=checkpoint)
         else:
-            ray.train.report({"step": self.resumed_from})
+            self.session.report({"step": self.resumed_from})
         return True
 
     def train(self) -> None:
@@ -347,6 +379,7 @@ class TrialRecipe:
             "trainable_params": trainable_params,
             "total_params": total_params,
             "world_size": world,
+            "in_process": int(self.session.in_process),  # trained in the trial's Tune actor, not a Train worker
             "resumed_from_step": self.resumed_from,
             **self.startup,
             **self.nodes,
@@ -360,7 +393,7 @@ class TrialRecipe:
             "lr_schedule": self.lr_schedule.state_dict(),
             "base": self.evaluator.base,
         }
-        _report(self.rank, self.net, self.hp["method"], metrics, state, self.evaluator, final=p.step == self.plan.total_steps)
+        _report(self.session, self.rank, self.net, self.hp["method"], metrics, state, self.evaluator, final=p.step == self.plan.total_steps)
 
 
 def restore(folder: str, net: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_schedule: Any) -> dict[str, Any]:
@@ -407,12 +440,12 @@ def from_tensors(value: Any) -> Any:
     return value
 
 
-def _report(rank: int, net: torch.nn.Module, method: str, metrics: dict[str, Any], state: dict[str, Any], ev: Evaluator, final: bool) -> None:
+def _report(session: Session, rank: int, net: torch.nn.Module, method: str, metrics: dict[str, Any], state: dict[str, Any], ev: Evaluator, final: bool) -> None:
     """Rank 0 evaluates and checkpoints: what training changed (the adapter, never the base
     weights; the head or the whole model for the baselines), its validation outputs (``eval/``)
     and what resuming needs (optimizer, LR schedule, step counters, RNG); every rank reports."""
     if rank != 0:
-        ray.train.report({"step": metrics["step"]})
+        session.report({"step": metrics["step"]})
         return
     scored, payload = ev.run(net, "validation")
     check_finite(metrics["step"], {k: scored[k] for k in ev.watched if k in scored})
@@ -428,4 +461,4 @@ def _report(rank: int, net: torch.nn.Module, method: str, metrics: dict[str, Any
         with open(os.path.join(tmp, "trial_state.json"), "w") as f:
             json.dump(metrics, f)
         torch.save(to_tensors(state), os.path.join(tmp, TRAINING_STATE))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        session.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))

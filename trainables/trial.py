@@ -4,6 +4,12 @@ Ray 2.60 (Train V2) no longer accepts ``Tuner(TorchTrainer)``; the supported sha
 function trainable that calls ``TorchTrainer.fit()`` and forwards each ``ray.train.report``
 to Tune with ``TuneReportCallback``. The function only waits on its Train controller, so it
 reserves memory and no CPU; the workers ask for the study's CPUs/GPUs.
+
+With ``resources.in_process`` (one worker) there is no Train run: the Tune function runs the
+loop itself, as Ray advises for single-worker trials (ray-project/ray#49454), holds the trial's
+CPUs and GPU share, and the loop reports to Tune directly (``trainables.loop.Session``). That
+saves the Train controller and worker start (~9 s a trial); a crash then restarts the trial
+(Tune, from its last checkpoint) rather than its worker (Train).
 """
 
 from __future__ import annotations
@@ -84,10 +90,10 @@ def jemalloc() -> Optional[str]:
 
 
 def worker_runtime_env(resources: ResourcesSpec) -> dict[str, Any]:
-    """What the Train workers start with. Train V2 runs the training loop in a thread of the
-    worker, where glibc's per-thread malloc arena cost ~9% of CPU throughput against the same
-    loop on a main thread; jemalloc (``resources.jemalloc``) recovers most of it
-    (bench/loop_speed.py, bench/RESULTS.md)."""
+    """What the Train workers (and a local cluster's Tune actors) start with. Train V2 runs the
+    training loop in a thread of the worker, as Tune runs a function trainable, where glibc's
+    per-thread malloc arena cost ~9% of CPU throughput against the same loop on a main thread;
+    jemalloc (``resources.jemalloc``) recovers most of it (bench/loop_speed.py, bench/RESULTS.md)."""
     lib = jemalloc() if resources.jemalloc else None
     if lib is None:
         return {}
@@ -95,13 +101,24 @@ def worker_runtime_env(resources: ResourcesSpec) -> dict[str, Any]:
     return {"env_vars": {"LD_PRELOAD": preload}}
 
 
+def _loop_config(config: dict[str, Any], spec: TrialSpec, data: list[Any], started: float, in_process: bool) -> dict[str, Any]:
+    return {"hparams": hparams.resolve(config), "spec": spec, "data": data, "in_process": in_process,
+            "driver_node_id": ray.get_runtime_context().get_node_id(), "driver_started_at": started}
+
+
+def _train(config: dict[str, Any], spec: TrialSpec, data: list[Any], ctx: Any, started: float) -> None:
+    """One attempt: the loop here (in_process) or a Train run of one or more workers."""
+    if spec.resources.in_process is True:
+        train_entry(_loop_config(config, spec, data, started, in_process=True))
+    else:
+        _trainer(config, spec, data, ctx, started).fit()
+
+
 def _trainer(config: dict[str, Any], spec: TrialSpec, data: list[Any], ctx: Any, started: float) -> TorchTrainer:
     resources = spec.resources
     return TorchTrainer(
         train_entry,
-        train_loop_config={"hparams": hparams.resolve(config), "spec": spec, "data": data,
-                           "driver_node_id": ray.get_runtime_context().get_node_id(),
-                           "driver_started_at": started},
+        train_loop_config=_loop_config(config, spec, data, started, in_process=False),
         scaling_config=scaling(resources),
         torch_config=TorchConfig(backend=resources.backend),
         run_config=RunConfig(
@@ -141,11 +158,15 @@ def run_trial(config: dict[str, Any], spec: TrialSpec, data: list[Any]) -> None:
     failures.use_fail_fast_policy()
     while True:
         try:
-            _trainer(config, spec, data, ctx, started).fit()
+            _train(config, spec, data, ctx, started)
         except ControllerError as exc:
             _raise_starved(exc, spec)
             raise
-        except TrainingFailedError as exc:
+        except Exception as exc:
+            # A Train run's failure, or (in process) the loop's own exception; Tune's stop
+            # signal is a SystemExit and passes.
+            if not isinstance(exc, TrainingFailedError) and resources.in_process is not True:
+                raise
             failure = failures.describe(exc, spec.training, config.get("method", ""))
             if failure is None:
                 raise  # may go away on a retry (Tune's resources.max_failures)
@@ -153,9 +174,11 @@ def run_trial(config: dict[str, Any], spec: TrialSpec, data: list[Any]) -> None:
             if wider is not None:
                 # Packed trials share a GPU whose memory Ray does not enforce: this one met
                 # less than its estimate left it. Again with a larger share (fewer trials on
-                # that GPU); the Train run resumes from its last checkpoint, if it has one.
+                # that GPU) in a Train worker of its own (this actor's share is fixed); the
+                # run resumes from its last checkpoint, if it has one.
                 print(f"{ctx.get_trial_name()}: out of memory at gpus_per_worker {resources.gpus_per_worker:g}; retrying at {wider:g}")
-                resources = dataclasses.replace(resources, gpus_per_worker=wider)
+                release_cuda_memory()
+                resources = dataclasses.replace(resources, gpus_per_worker=wider, in_process=False)
                 spec = dataclasses.replace(spec, resources=resources)
                 # the larger share may have to wait for other trials to end
                 os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(max(spec.worker_start_timeout_s, resources.autoscale_timeout_s))
@@ -166,6 +189,17 @@ def run_trial(config: dict[str, Any], spec: TrialSpec, data: list[Any]) -> None:
             tune.report(failures.failure_result(failure, spec.metric, spec.mode))
         break
     wait_until_tune_has_every_report()
+
+
+def release_cuda_memory() -> None:
+    """Give back what a failed in-process run left in torch's CUDA cache."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def wait_until_tune_has_every_report() -> None:

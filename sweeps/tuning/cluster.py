@@ -7,6 +7,7 @@ can actually place, else surplus trials would sit waiting for workers that never
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from typing import Any, Optional
@@ -18,6 +19,7 @@ from trainables.trial import (
     DRIVER_NODE_RESOURCE,
     DRIVER_NODE_SHARE,
     TRIAL_DRIVER_RESOURCES,
+    worker_runtime_env,
 )
 
 
@@ -30,12 +32,46 @@ def driver_resources() -> dict[str, float]:
     return resources
 
 
-def connect(address: Optional[str], local: bool) -> bool:
-    """Start or join Ray. Returns True if this call started a local cluster (so we own it)."""
+def in_process(resources: Any, nodes: Optional[list[dict[str, Any]]] = None, groups: Optional[list[dict[str, Any]]] = None) -> bool:
+    """``resources.in_process`` decided: auto means yes for one-worker trials on a cluster of
+    one node that no autoscaler grows and that pins no trial drivers (cluster.yaml's head)."""
+    if resources.in_process != "auto":
+        return bool(resources.in_process)
+    if resources.workers != 1:
+        return False
+    nodes = nodes if nodes is not None else [n for n in ray.nodes() if n.get("Alive")]
+    groups = groups if groups is not None else autoscaler_groups()
+    pinned = any(n.get("Resources", {}).get(DRIVER_NODE_RESOURCE, 0) > 0 for n in nodes)
+    return len(nodes) == 1 and not groups and not pinned
+
+
+def decide_in_process(study: Any) -> Any:
+    """``study`` with ``resources.in_process`` decided (true or false, never auto)."""
+    decided = dataclasses.replace(study, resources=dataclasses.replace(study.resources, in_process=in_process(study.resources)))
+    decided.space = study.space  # not an init field: replace() leaves it unset
+    return decided
+
+
+def trial_resources(resources: Any) -> dict[str, float]:
+    """What a trial's Tune actor asks for: the driver's share when Train workers do the
+    training, the worker's CPUs and GPU share when the actor trains itself (in_process)."""
+    if resources.in_process is not True:
+        return driver_resources()
+    own = {**TRIAL_DRIVER_RESOURCES, "CPU": resources.cpus_per_worker}
+    if resources.gpus_per_worker:
+        own["GPU"] = resources.gpus_per_worker
+    return own
+
+
+def connect(address: Optional[str], local: bool, resources: Any = None) -> bool:
+    """Start or join Ray. Returns True if this call started a local cluster (so we own it).
+    A local cluster starts its workers with ``resources.jemalloc`` (trials that train in their
+    Tune actor run the loop in a thread too); on a cluster the Train workers still get it."""
     if ray.is_initialized():
         return False
     if local or not (address or os.environ.get("RAY_ADDRESS")):
-        ray.init(address="local", include_dashboard=True, log_to_driver=True)
+        env = worker_runtime_env(resources) if resources is not None else {}
+        ray.init(address="local", include_dashboard=True, log_to_driver=True, runtime_env=env or None)
         return True
     ray.init(address=address or os.environ["RAY_ADDRESS"])
     return False

@@ -77,7 +77,7 @@ def trial_spec(study: Study, run_name: str) -> TrialSpec:
 
 def trainable(study: Study, data_ref: Any, run_name: str) -> Any:
     """The Tune trainable: ``run_trial`` with the trial spec and the tokenized data bound to it."""
-    return tune.with_resources(tune.with_parameters(run_trial, spec=trial_spec(study, run_name), data=[data_ref]), cluster.driver_resources())
+    return tune.with_resources(tune.with_parameters(run_trial, spec=trial_spec(study, run_name), data=[data_ref]), cluster.trial_resources(study.resources))
 
 
 def trial_dirname(trial: Any) -> str:
@@ -119,6 +119,10 @@ def build_tuner(study: Study, data_ref: Any, plan: StepPlan, max_concurrent: int
             # A retried trial (its driver's node was lost) restarts its Train run under the
             # same name, which Ray Train V2 restores from the run's latest checkpoint.
             failure_config=tune.FailureConfig(max_failures=study.resources.max_failures),
+            # In-process trials report their checkpoints to Tune itself: keep the best and the
+            # latest (to resume from), as the Train runs do for trials with Train workers.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=search.metric, checkpoint_score_order=search.mode)
+            if study.resources.in_process is True else None,
             verbose=1,
         ),
     )
@@ -194,11 +198,11 @@ def run_study(study: Study, address: Optional[str] = None, local: bool = False, 
         final = (final[0], dataclasses.replace(final[1], raw=None))
     plan = schedule(len(prepared.splits["train"]), study.training, study.resources.workers)
 
-    started = cluster.connect(address, local)
+    started = cluster.connect(address, local, study.resources)
     try:
         # gpus_per_worker: auto becomes a share of a GPU here, before anything is written.
         packed = packing.plan(study)
-        study = packing.apply(study, packed)
+        study = cluster.decide_in_process(packing.apply(study, packed))  # logged as resources.in_process
         packed_params = packed.params() if packed else {}
         if packed:
             print(packed.line())
@@ -206,7 +210,7 @@ def run_study(study: Study, address: Optional[str] = None, local: bool = False, 
         stage = None
         if final is not None:
             final_packed = packing.plan(final[0], packed.gpu_gib if packed else None)
-            final_study = packing.apply(final[0], final_packed)
+            final_study = cluster.decide_in_process(packing.apply(final[0], final_packed))
             if final_packed:
                 print(f"final stage {final_packed.line()}")
                 packed_params.update({f"final.{k}": v for k, v in final_packed.params().items()})
