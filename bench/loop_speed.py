@@ -8,13 +8,15 @@ autocast where the CPU or GPU has bf16 units, else fp32) and one CPU thread, for
 
 - ``plain``: this file's ``plain_train``, written with transformers' and peft's public API
   only (no code of this project): what a careful notebook does;
-- ``trial``: the real sweep (local Ray, Tune, a Train V2 worker, MLflow) running one trial of
-  the same configuration; its throughput is what the trial reports (``examples_per_s``).
+- ``trial``: the real sweep (local Ray, Tune, MLflow) running one trial of the same
+  configuration, in its Tune actor (``resources.in_process``, the one-node default) or, with
+  ``--in-process false``, in a Train V2 worker; its throughput is what the trial reports
+  (``examples_per_s``).
 
 Both count examples over the time spent in training steps (batch to device, forward, backward,
 clip, optimizer, schedule), not evaluation or loading. Prints the ratio trial / plain.
 
-    .venv/bin/python bench/loop_speed.py [--rows 2048] [--json out.json]      # ~3 min on 2 CPUs
+    .venv/bin/python bench/loop_speed.py [--rows 2048] [--in-process auto|true|false] [--json out.json]      # ~3 min on 2 CPUs
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def plain_train(rows: int, threads: int) -> dict[str, Any]:
             "loop_s": time.perf_counter() - started, "steps": steps, "precision": "bf16" if dtype else "fp32", "last_loss": float(loss)}
 
 
-def trial_train(rows: int, threads: int, workdir: Path) -> dict[str, Any]:
+def trial_train(rows: int, threads: int, workdir: Path, in_process: str = "auto") -> dict[str, Any]:
     """The same configuration as one trial of a real sweep."""
     sys.path.insert(0, str(ROOT))
     from sweeps.study import load_study
@@ -116,7 +118,7 @@ def trial_train(rows: int, threads: int, workdir: Path) -> dict[str, Any]:
         f"search_space={{name: defaults, overrides: {{lora_r: [{RANK}], lora_alpha_ratio: [{ALPHA // RANK}], lora_dropout: [0.0], "
         f"learning_rate: [{LR}], warmup_ratio: [{WARMUP}], lr_scheduler: [linear], target_modules: [all-linear]}}}}",
         f"training.batch_size={BATCH}", f"training.max_length={MAX_LEN}", "training.evals_per_epoch=1", "training.eval_base=false", f"training.seed={SEED}", f"resources.cpus_per_worker={threads}",
-        f"storage_path={workdir / 'ray_results'}", f"tracking.tracking_uri=sqlite:///{workdir / 'mlflow.db'}",
+        f"resources.in_process={in_process}", f"storage_path={workdir / 'ray_results'}", f"tracking.tracking_uri=sqlite:///{workdir / 'mlflow.db'}",
     ])
     outcome = run_study(study, local=True)
     (r,) = list(outcome.results)
@@ -131,6 +133,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=2048)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--in-process", default="auto", choices=["auto", "true", "false"], help="where the trial trains (resources.in_process)")
     p.add_argument("--json", help="also write the raw numbers here")
     args = p.parse_args()
     from transformers.utils import logging as hf_logging
@@ -138,7 +141,7 @@ def main() -> int:
     hf_logging.set_verbosity_error()
     plain = plain_train(args.rows, args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        trial = trial_train(args.rows, args.threads, Path(tmp))
+        trial = trial_train(args.rows, args.threads, Path(tmp), args.in_process)
     ratio = trial["examples_per_s"] / plain["examples_per_s"]
     print(f"\nLoRA r={RANK} on MiniLM, {args.rows} real tweets, batch {BATCH} length-grouped, {args.threads} thread(s), {plain['precision']}")
     print("| side | steps | examples/s | tokens/s | seconds in steps | CPU cores busy in steps |\n|---|---|---|---|---|---|")

@@ -6,9 +6,10 @@ warmup, linear decay), 2,000 real emotion tweets (../shared/data/emotion, first 
 of batches of 32 (63 steps), one evaluation on 500 validation tweets at the end, at most 64
 tokens, two trials at a time on one CPU each (the peer's default ``resources_per_trial``).
 
-- ``ours``: ``sweeps.tuning.tuner.run_study`` (local Ray, Tune, a Train V2 worker per trial,
-  MLflow parent + child runs, floors, checkpoints), with its defaults (bf16 autocast where the
-  CPU has bf16 units, length-grouped batches);
+- ``ours``: ``sweeps.tuning.tuner.run_study`` (local Ray, Tune, MLflow parent + child runs,
+  floors, checkpoints), with its defaults (bf16 autocast where the CPU has bf16 units,
+  length-grouped batches, each one-worker trial training in its own Tune actor:
+  ``resources.in_process: auto``);
 - ``peer``: a script written with transformers' public API: ``Trainer(model_init=...)`` and
   ``trainer.hyperparameter_search(hp_space=..., backend="ray", n_trials=1)`` over a
   ``tune.grid_search`` of the same four points, with ``TrainingArguments`` defaults for

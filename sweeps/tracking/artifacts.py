@@ -23,16 +23,21 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_mo
 
 
 class BestCheckpoints:
-    """Each trial's checkpoints by score: the best is the one Ray Train keeps (num_to_keep=1
-    ordered by the study metric); the others are fallbacks in case Train broke a tie the
-    other way."""
+    """Each trial's checkpoints by score: the best is the one Ray Train (or Tune, for a trial
+    in process) keeps (num_to_keep=1 ordered by the study metric); the others are fallbacks in
+    case Ray broke a tie the other way."""
 
     def __init__(self, metric: str, mode: str) -> None:
         self.metric, self.mode = metric, mode
         self._seen: dict[str, list[tuple[float, str]]] = {}
 
-    def add(self, trial: str, result: dict) -> None:
+    def add(self, trial: str, result: dict, trial_fs_path: Optional[str] = None) -> None:
+        """``checkpoint_path``: where a Train run kept the checkpoint (TuneReportCallback says);
+        a trial that trains in its Tune actor checkpoints through Tune, into its own folder
+        (``trial_fs_path``), under the name Tune gives in ``checkpoint_dir_name``."""
         path, value = result.get("checkpoint_path"), result.get(self.metric)
+        if path is None and result.get("checkpoint_dir_name") and trial_fs_path:
+            path = f"{trial_fs_path.rstrip('/')}/{result['checkpoint_dir_name']}"
         if isinstance(path, str) and outcomes.usable(value):
             self._seen.setdefault(trial, []).append((float(value), path))
 

@@ -25,7 +25,7 @@ from sweeps.tracking.runs import find_trial_run
 from trainables.failures import ERROR_KEY, KIND_KEY
 
 # Result keys that are Tune bookkeeping, not model metrics.
-NOT_METRICS = set(AUTO_RESULT_KEYS) | {"checkpoint_path", "config", "trial_id", "done"}
+NOT_METRICS = set(AUTO_RESULT_KEYS) | {"checkpoint_path", "checkpoint_dir_name", "config", "trial_id", "done"}
 
 
 # Where a trial's workers ran (reported by each worker, by rank) -> the child run's tags.
@@ -99,7 +99,7 @@ class TrialRunLogger(MLflowLoggerCallback):
         metrics = {k: v for k, v in flatten_dict(result, delimiter=".").items() if k not in NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
         if ERROR_KEY not in result:
             self._last[trial] = metrics
-        self._checkpoints.add(str(trial), result)
+        self._checkpoints.add(str(trial), result, getattr(getattr(trial, "storage", None), "trial_fs_path", None))
         step = int(result.get("step", iteration))
         self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=metrics, step=step)
 
