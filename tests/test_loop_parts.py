@@ -144,7 +144,9 @@ def test_evaluation_runs_shortest_first_and_answers_in_the_loaders_order(minilm_
     assert sorted(order) == list(range(len(rows))) and [lengths[i] for i in order] == sorted(lengths)
     assert order != list(range(len(rows))), "the rows must come in mixed lengths for this test to mean anything"
 
+    global_rng = torch.get_rng_state()
     logits, labels, loss = classification.predict(model, loader, torch.device("cpu"))
+    assert torch.equal(torch.get_rng_state(), global_rng), "an eval must not shift the training's dropout masks"
     model.eval()
     with torch.no_grad():  # one row at a time: no padding at all, the loader's order
         one_by_one = [model(**DataCollatorWithPadding(tok)([rows[i]])) for i in range(len(rows))]

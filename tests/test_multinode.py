@@ -80,9 +80,11 @@ def test_a_two_worker_ddp_trial_spans_both_nodes(cluster, workdir, tiny_llama):
     assert sorted(node_ids(run)) == sorted(n.node_id for n in workers), "rank 0 and rank 1 on different nodes"
 
 
-def test_resume_after_the_driver_is_killed_runs_no_trial_twice(cluster, workdir, tiny_llama):
+@pytest.mark.parametrize("in_process", [False, True], ids=["train_worker", "in_process"])
+def test_resume_after_the_driver_is_killed_runs_no_trial_twice(cluster, workdir, tiny_llama, in_process):
     """SIGKILL the driver (`python -m sweeps.run --address ...`) after its first trial ended, then
-    `--resume`: every grid point exactly once in MLflow and in Ray storage, one parent run."""
+    `--resume`: every grid point exactly once in MLflow and in Ray storage, one parent run; with
+    Train workers (a multi-node cluster's default) and with trials in their Tune actors."""
     import subprocess
     import sys
     import time
@@ -94,7 +96,7 @@ def test_resume_after_the_driver_is_killed_runs_no_trial_twice(cluster, workdir,
         search_space={"name": "small_encoder", "overrides": {"lora_r": [2, 4], "lora_alpha_ratio": 2, "lora_dropout": 0.0, "warmup_ratio": 0.0, "lr_scheduler": "linear", "learning_rate": [3e-3]}},
         search={"algorithm": "grid", "grid_repeats": 1, "max_concurrent_trials": 1, "metric": "f1_macro", "mode": "max"},
         data={"source": "generated", "name": "emotion", "rows": 600},
-        training={"epochs": 1, "batch_size": 8, "max_length": 24, "evals_per_epoch": 2}, resources=GPU_TRIAL,
+        training={"epochs": 1, "batch_size": 8, "max_length": 24, "evals_per_epoch": 2}, resources={**GPU_TRIAL, "in_process": in_process},
     )
     path = write_study(workdir, study)
     address = cluster[0].address

@@ -88,12 +88,12 @@ def test_unknown_space_suggests():
 def test_first_points_run_first_and_one_value_choices_fill_themselves():
     from sweeps.tuning.searchers import optuna_tpe
 
-    methods = ["lora", "ia3"]
-    space = load_space("small_encoder", {"target_modules": ["all-linear"]}).for_methods(methods)
+    names = ["lora", "ia3"]
+    space = load_space("small_encoder", {"target_modules": ["all-linear"]}).for_methods(names)
     lora = {"method": "lora", "lora_r": 16, "lora_alpha_ratio": 2, "lora_dropout": 0.0, "learning_rate": 3e-3, "warmup_ratio": 0.1, "lr_scheduler": "linear"}
     ia3 = {"method": "ia3", "learning_rate": 7.5e-3, "warmup_ratio": 0.0, "lr_scheduler": "linear"}
-    searcher = optuna_tpe(space, methods, "f1_macro", "max", seed=0, num_samples=4, first_points=[lora, ia3])
+    searcher = optuna_tpe(space, names, "f1_macro", "max", seed=0, num_samples=4, first_points=[lora, ia3])
     first, second, third = (searcher.suggest(f"t{i}") for i in range(3))
     assert first == {**lora, "target_modules": "all-linear"}
     assert second == {**ia3, "target_modules": "all-linear"}
-    assert third["method"] in methods and 1e-3 <= third["learning_rate"] <= 1e-2
+    assert third["method"] in names and 1e-3 <= third["learning_rate"] <= 1e-2

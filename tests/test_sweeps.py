@@ -72,7 +72,7 @@ def hog(ray_cluster):
 
 def test_trial_whose_workers_cannot_be_placed_fails_with_a_clear_error(ray_cluster, workdir, tiny_llama, hog, capsys):
     hog({"CPU": 2})  # the trial's driver (memory only) starts; its 1-CPU Train worker never can
-    study = base_study(tiny_llama, resources={"workers": 1, "cpus_per_worker": 1, "start_timeout_s": 5})
+    study = base_study(tiny_llama, resources={"workers": 1, "cpus_per_worker": 1, "start_timeout_s": 5, "in_process": False})
     started = time.time()
     assert main([write_study(workdir, study)]) == 1
     assert time.time() - started < 120
@@ -89,15 +89,18 @@ def test_trial_whose_workers_cannot_be_placed_fails_with_a_clear_error(ray_clust
     assert parent.info.status == "FAILED"
 
 
-def test_study_whose_trials_cannot_start_at_all_fails_with_a_clear_error(ray_cluster, workdir, tiny_llama, hog, capsys):
-    # Another job holds (almost) all the cluster's memory: Tune cannot even start a trial's driver.
-    hog({"memory": ray_cluster.available_resources()["memory"] - 2**20})
-    study = base_study(tiny_llama, resources={"workers": 1, "cpus_per_worker": 1, "start_timeout_s": 5})
+@pytest.mark.parametrize("held", ["memory", "CPU"])
+def test_study_whose_trials_cannot_start_at_all_fails_with_a_clear_error(ray_cluster, workdir, tiny_llama, hog, capsys, held):
+    # Another job holds (almost) all the cluster's memory: Tune cannot even start a trial's driver;
+    # or all its CPUs, which a trial that trains in its own Tune actor (in_process) asks for.
+    hog({"memory": ray_cluster.available_resources()["memory"] - 2**20} if held == "memory" else {"CPU": 2})
+    study = base_study(tiny_llama, resources={"workers": 1, "cpus_per_worker": 1, "start_timeout_s": 5, "in_process": held == "CPU"})
     started = time.time()
     assert main([write_study(workdir, study)]) == 1
     assert time.time() - started < 120
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("error: no trial could start within 5s") and "waiting for memory 512 MiB" in last, last
+    wanted = "CPU 1, memory 512 MiB" if held == "CPU" else "waiting for memory 512 MiB"
+    assert last.startswith("error: no trial could start within 5s") and wanted in last, last
     _, runs = mlflow_runs(workdir, "unit")
     assert len(runs) == 1  # the parent only: no trial ever ran
     assert runs[0].info.status == "FAILED" and "no trial could start" in runs[0].data.tags["error"]

@@ -6,8 +6,8 @@ to Tune with ``TuneReportCallback``. The function only waits on its Train contro
 reserves memory and no CPU; the workers ask for the study's CPUs/GPUs.
 
 With ``resources.in_process`` (one worker) there is no Train run: the Tune function runs the
-loop itself, as Ray advises for single-worker trials (ray-project/ray#49454), holds the trial's
-CPUs and GPU share, and the loop reports to Tune directly (``trainables.loop.Session``). That
+loop itself (Tune's function API), holds the trial's CPUs and GPU share, and the loop reports
+and checkpoints to Tune directly (``trainables.loop.Session``). That
 saves the Train controller and worker start (~9 s a trial); a crash then restarts the trial
 (Tune, from its last checkpoint) rather than its worker (Train).
 """

@@ -80,7 +80,10 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device) ->
     """Logits, labels and mean loss over ``loader``, in its order (computed shortest first)."""
     order = length_order(loader)
     if order is not None:
-        loader = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=order, collate_fn=loader.collate_fn)
+        # its own generator, as the given loader has: one without draws a seed from the global
+        # RNG at each pass, which would shift a trial's dropout masks by its eval cadence
+        loader = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=order, collate_fn=loader.collate_fn,
+                            generator=loader.generator or torch.Generator())
     model.eval()
     logits, labels, loss_sum, n = [], [], 0.0, 0
     for batch in loader:
