@@ -5,7 +5,8 @@ tweets) are trained three ways in one run:
 
 - ``plain``:   one Python process, a plain PyTorch + peft loop per config, one after another
                (no Ray, no Tune, no MLflow), one CPU thread each, like a 1-CPU trial,
-               evaluating at the same steps as a trial;
+               evaluating at the same steps as a trial, and once before training when the
+               study keeps ``training.eval_base`` (a trial's ``before_*`` scores): equal work;
 - ``sweep x1``: ``sweeps.sweep.run_study`` (local Ray start, Tune, MLflow), one trial at a
                time: the same serial schedule, so the ratio is pure overhead; each trial trains
                in its own Tune actor (``resources.in_process``, the one-node default);
@@ -16,7 +17,7 @@ tweets) are trained three ways in one run:
 Prints wall times, ratios against ``plain``, per-trial overhead and each config's validation
 macro F1 (the sweep must train the same model to the same quality). Run from the repo root:
 
-    .venv/bin/python bench/sweep_overhead.py [--concurrency 1 2] [--modes true false] [--json out.json]
+    .venv/bin/python bench/sweep_overhead.py [--concurrency 1 2] [--modes true false] [--train-rows N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def plain_run(study: Study, prepared: data_mod.PreparedData, config: dict[str, A
     optimizer = torch.optim.AdamW(params, lr=hp["learning_rate"], weight_decay=hp["weight_decay"])
     lr_schedule = get_scheduler(hp["lr_scheduler"], optimizer, num_warmup_steps=int(hp["warmup_ratio"] * total), num_training_steps=total)
     step, metrics = 0, {}
+    if training.eval_base:  # as a trial does by default: the before_* scores of the untrained model
+        classification.evaluate(model, val, prepared, "validation", device, task, training)
     model.train()
     while step < total:
         for batch in loader:
@@ -96,12 +99,12 @@ def plain(study: Study) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "trials": trials}
 
 
-def sweep(concurrency: int, workdir: Path, in_process: str) -> dict[str, Any]:
+def sweep(concurrency: int, workdir: Path, in_process: str, overrides: list[str]) -> dict[str, Any]:
     from sweeps.tuning.tuner import run_study
 
     out = workdir / f"x{concurrency}-{in_process}"
     study = load_study(str(STUDY), [
-        f"search.max_concurrent_trials={concurrency}", f"resources.in_process={in_process}",
+        *overrides, f"search.max_concurrent_trials={concurrency}", f"resources.in_process={in_process}",
         f"storage_path={out / 'ray_results'}",
         f"tracking.tracking_uri=sqlite:///{out / 'mlflow.db'}",
     ])
@@ -134,16 +137,19 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2], help="sweep runs to time (trials at once)")
     p.add_argument("--modes", nargs="+", default=["true", "false"], help="resources.in_process values (false: Train workers, timed one at a time only)")
+    p.add_argument("--train-rows", type=int, help="train on this many tweets (the study's 800 by default: ~10 s trials; "
+                   "3200 gives trials of a realistic length, ~40 s each)")
     p.add_argument("--json", help="also write the raw numbers here")
     args = p.parse_args()
-    study = load_study(str(STUDY))
+    overrides = [f"data.max_train_rows={args.train_rows}"] if args.train_rows else []
+    study = load_study(str(STUDY), overrides)
     results: dict[str, Any] = {"plain": plain(study)}
     with tempfile.TemporaryDirectory() as tmp:
         for c in args.concurrency:
             for mode in args.modes:
                 if mode == "false" and c > 1 and "true" in args.modes:
                     continue
-                results[f"sweep x{c}" + (" train workers" if mode == "false" else "")] = sweep(c, Path(tmp), mode)
+                results[f"sweep x{c}" + (" train workers" if mode == "false" else "")] = sweep(c, Path(tmp), mode, overrides)
     text = report(results)
     print(f"\n{platform.node()}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads available\n{text}")

@@ -26,3 +26,20 @@ def test_study_settings_are_dotted_params_without_secrets(minilm_path):
     assert settings["training.epochs"] == 1 and settings["model"] == minilm_path
     assert settings["tracking.tracking_uri"] == "http://alice:***@mlflow.example:5000"
     assert "space" not in settings and not any(k.startswith("space.") for k in settings)
+
+
+def test_a_results_metrics_are_written_at_once_under_their_step(tmp_path):
+    """Per-result logging writes a result in one call, not key by key; every metric lands once,
+    under the trial's optimizer step."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.tracking.mlflow_logger import log_metrics
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    metrics = {f"class_accuracy_{i}": i / 2000 for i in range(1200)}  # more than MLflow takes in one request
+    log_metrics(client, run_id, metrics, step=7)
+    log_metrics(client, run_id, {"class_accuracy_3": 0.5}, step=9)
+    logged = client.get_run(run_id).data.metrics
+    assert logged == {**metrics, "class_accuracy_3": 0.5}
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "class_accuracy_3")] == [(7, 3 / 2000), (9, 0.5)]

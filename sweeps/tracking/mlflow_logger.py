@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import mlflow
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.result import AUTO_RESULT_KEYS
@@ -100,8 +102,7 @@ class TrialRunLogger(MLflowLoggerCallback):
         if ERROR_KEY not in result:
             self._last[trial] = metrics
         self._checkpoints.add(str(trial), result, getattr(getattr(trial, "storage", None), "trial_fs_path", None))
-        step = int(result.get("step", iteration))
-        self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=metrics, step=step)
+        log_metrics(MlflowClient(self.tracking_uri), self._trial_runs[trial], metrics, int(result.get("step", iteration)))
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         if trial in self._finished_before:
@@ -134,6 +135,14 @@ class TrialRunLogger(MLflowLoggerCallback):
                 client.set_tag(run_id, "artifacts_error", "no checkpoint found in Ray storage")
         except Exception as exc:
             client.set_tag(run_id, "artifacts_error", f"{type(exc).__name__}: {exc}"[:500])
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
+    """A result's metrics in one call (MLflow's client splits it at its per-request limit). Ray's
+    callback logs them key by key, one store transaction each: ~0.3 s for a classification result
+    on SQLite, which a trial training in its Tune actor waits out at every report."""
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(key, float(value), now, step) for key, value in metrics.items()])
 
 
 def error_line(trial: Any) -> str:
