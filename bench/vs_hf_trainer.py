@@ -20,7 +20,7 @@ tokens, two trials at a time on one CPU each (the peer's default ``resources_per
 Each side's wall time includes its Ray start and tokenizing. Prints wall times, the ratio peer /
 ours (above 1: we are faster) and each trial's validation accuracy on both sides.
 
-    .venv/bin/python bench/vs_hf_trainer.py [--json out.json]        # ~8 min on 2 CPUs
+    .venv/bin/python bench/vs_hf_trainer.py [--json out.json]        # ~5 min on 2 CPUs
 """
 
 from __future__ import annotations
