@@ -12,12 +12,15 @@ tweets) are trained three ways in one run:
                in its own Tune actor (``resources.in_process``, the one-node default);
 - ``sweep x1 train workers``: the same with a Train V2 controller + worker per trial
                (``in_process: false``, what a multi-node cluster runs);
-- ``sweep x2``: two trials at a time on the 2 CPUs: what packing trials buys back.
+- ``sweep x2``: two trials at a time on the 2 CPUs: what packing trials buys back;
+- ``sweep x1, Ray up, store exists`` (``--running``): a user's next study: Ray was started once
+               (``ray start --head``, outside the timer) and the sweep joins it (``--address``),
+               into an MLflow store an earlier study created; what each study then costs.
 
 Prints wall times, ratios against ``plain``, per-trial overhead and each config's validation
 macro F1 (the sweep must train the same model to the same quality). Run from the repo root:
 
-    .venv/bin/python bench/sweep_overhead.py [--concurrency 1 2] [--modes true false] [--train-rows N] [--json out.json]
+    .venv/bin/python bench/sweep_overhead.py [--concurrency 1 2] [--modes true false] [--running] [--train-rows N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -99,18 +103,22 @@ def plain(study: Study) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "trials": trials}
 
 
-def sweep(concurrency: int, workdir: Path, in_process: str, overrides: list[str]) -> dict[str, Any]:
+def sweep(concurrency: int, workdir: Path, in_process: str, overrides: list[str], address: str | None = None) -> dict[str, Any]:
+    """One timed ``run_study``: on a local Ray it starts and stops itself, or joining ``address``
+    (a running cluster) into an MLflow store that already exists, as a user's next study would."""
     from sweeps.tuning.tuner import run_study
 
-    out = workdir / f"x{concurrency}-{in_process}"
+    out = workdir / f"x{concurrency}-{in_process}{'-running' if address else ''}"
+    uri = f"sqlite:///{out / 'mlflow.db'}"
     study = load_study(str(STUDY), [
         *overrides, f"search.max_concurrent_trials={concurrency}", f"resources.in_process={in_process}",
-        f"storage_path={out / 'ray_results'}",
-        f"tracking.tracking_uri=sqlite:///{out / 'mlflow.db'}",
+        f"storage_path={out / 'ray_results'}", f"tracking.tracking_uri={uri}",
     ])
     out.mkdir(parents=True)
+    if address:  # an earlier study's store: created by another process, so this one opens it as a user's would
+        subprocess.run([sys.executable, "-c", f"from mlflow.tracking import MlflowClient; MlflowClient({uri!r}).search_experiments()"], check=True)
     started = time.perf_counter()
-    outcome = run_study(study, local=True)
+    outcome = run_study(study, address=address, local=address is None)
     seconds = time.perf_counter() - started
     trials = {}
     for r in outcome.results:
@@ -118,6 +126,19 @@ def sweep(concurrency: int, workdir: Path, in_process: str, overrides: list[str]
             raise SystemExit(f"bench: a sweep trial failed: {r.error}")
         trials[r.config["method"]] = {"f1_macro": float(r.metrics["f1_macro"]), "seconds": float(r.metrics["time_total_s"])}
     return {"seconds": seconds, "trials": trials}
+
+
+def running_cluster_sweep(workdir: Path, overrides: list[str]) -> dict[str, Any]:
+    """``sweep`` x1 on a single-node Ray started here (untimed, like a user's ``ray start --head``)."""
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    subprocess.run([ray_cli, "start", "--head", "--include-dashboard", "true", "--disable-usage-stats"], check=True, capture_output=True)
+    try:
+        return sweep(1, workdir, "auto", overrides, address="auto")
+    finally:
+        import ray
+
+        ray.shutdown()  # leave the cluster before stopping it (a driver left joined waits 60 s, then dies)
+        subprocess.run([ray_cli, "stop", "--force"], check=False, capture_output=True)
 
 
 def report(results: dict[str, Any]) -> str:
@@ -139,6 +160,8 @@ def main() -> int:
     p.add_argument("--modes", nargs="+", default=["true", "false"], help="resources.in_process values (false: Train workers, timed one at a time only)")
     p.add_argument("--train-rows", type=int, help="train on this many tweets (the study's 800 by default: ~10 s trials; "
                    "3200 gives trials of a realistic length, ~40 s each)")
+    p.add_argument("--running", action="store_true", help="also time a study that joins a Ray started beforehand (ray start --head) "
+                   "and logs into an existing MLflow store: a user's next study")
     p.add_argument("--json", help="also write the raw numbers here")
     args = p.parse_args()
     overrides = [f"data.max_train_rows={args.train_rows}"] if args.train_rows else []
@@ -150,6 +173,8 @@ def main() -> int:
                 if mode == "false" and c > 1 and "true" in args.modes:
                     continue
                 results[f"sweep x{c}" + (" train workers" if mode == "false" else "")] = sweep(c, Path(tmp), mode, overrides)
+        if args.running:
+            results["sweep x1, Ray up, store exists"] = running_cluster_sweep(Path(tmp), overrides)
     text = report(results)
     print(f"\n{platform.node()}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads available\n{text}")
