@@ -44,7 +44,7 @@ from core.schedule import schedule
 from sweeps.study import Study, load_study
 from trainables import data as data_mod
 from trainables.kinds import TASKS, classification
-from trainables.loop import train_loader
+from trainables.loop import optimizer_for, train_loader
 from trainables.model import build_model, load_tokenizer
 from trainables.precision import autocast, autocast_dtype
 
@@ -71,7 +71,7 @@ def plain_run(study: Study, prepared: data_mod.PreparedData, config: dict[str, A
     plan = schedule(len(prepared.splits["train"]), training, 1)
     total, every = plan.total_steps, plan.eval_every
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=hp["learning_rate"], weight_decay=hp["weight_decay"])
+    optimizer = optimizer_for(model, hp)  # the trial's AdamW (fused, a head rate where set)
     lr_schedule = get_scheduler(hp["lr_scheduler"], optimizer, num_warmup_steps=int(hp["warmup_ratio"] * total), num_training_steps=total)
     step, metrics = 0, {}
     if training.eval_base:  # as a trial does by default: the before_* scores of the untrained model

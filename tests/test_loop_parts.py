@@ -39,7 +39,8 @@ def test_every_method_trains_and_evaluates_in_both_precisions(minilm_path, metho
     net = models.build_model(minilm_path, TASKS["single_label"], ["a", "b"], method, {"lora_r": 4}, CPU, tok.pad_token_id)
     batch = dict(tok(["so glad today", "this is awful", "fine", "meh"], padding=True, return_tensors="pt"))
     labels = torch.tensor([0, 1, 0, 1])
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3)
+    opt = optimizer_for(net, {"learning_rate": 1e-3, "weight_decay": 0.0})  # the trials' optimizer (fused on CPU)
+    assert all(g["fused"] for g in opt.param_groups)
     net.eval()
     with torch.no_grad(), autocast(CPU, dtype):
         before = net(**batch, labels=labels).loss.item()
@@ -101,6 +102,30 @@ def test_the_fresh_head_gets_its_own_learning_rate(minilm_path):
     assert sum(len(g["params"]) for g in opt.param_groups) == len(named)
     same = optimizer_for(net, {"learning_rate": 1e-4, "weight_decay": 0.0})  # no head rate: one rate for all
     assert {g["lr"] for g in same.param_groups} == {1e-4}
+
+
+def test_adamw_is_fused_where_torch_has_the_kernel_and_takes_the_same_steps():
+    """The fused kernel is the same AdamW update as torch's default loop; parameters on a device
+    without the kernel (here: meta) get the default implementation instead of an error."""
+    import copy
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    ref = copy.deepcopy(net)
+    hp = {"learning_rate": 1e-2, "weight_decay": 0.01}
+    fused = optimizer_for(net, hp)
+    plain = torch.optim.AdamW(ref.parameters(), lr=1e-2, weight_decay=0.01)
+    assert [g["fused"] for g in fused.param_groups] == [True] and not plain.param_groups[0]["fused"]
+    x, y = torch.randn(32, 16), torch.randint(0, 3, (32,))
+    for model, opt in ((net, fused), (ref, plain)):
+        for _ in range(10):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+    for a, b in zip(net.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # rounding may differ, the steps do not
+    meta = torch.nn.Linear(4, 2, device="meta")
+    assert optimizer_for(meta, hp).param_groups[0]["fused"] is None
 
 
 def test_per_method_ranges_in_one_conditional_space_with_real_optuna():

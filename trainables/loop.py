@@ -127,8 +127,16 @@ def optimizer_for(model: torch.nn.Module, hp: dict[str, Any]) -> torch.optim.Opt
         if p.requires_grad:
             (head if any(part in models.TRAINED_HEAD_MODULES for part in name.split(".")) else rest).append(p)
     head_lr = hp.get("head_learning_rate") or hp["learning_rate"]
-    groups = [{"params": rest, "lr": hp["learning_rate"]}, {"params": head, "lr": head_lr}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=hp["weight_decay"])
+    groups = [g for g in ({"params": rest, "lr": hp["learning_rate"]}, {"params": head, "lr": head_lr}) if g["params"]]
+    # One fused kernel for all parameters instead of a loop of per-tensor ops, as transformers'
+    # Trainer does by default: the same AdamW update, 5x less optimizer time on CPU (full
+    # fine-tuning of MiniLM 133 -> 27 ms a step, bench/RESULTS.md). Where torch has no fused
+    # kernel for the parameters' device, the default implementation.
+    fused = all(p.device.type in FUSED_ADAMW_DEVICES for g in groups for p in g["params"]) or None
+    return torch.optim.AdamW(groups, weight_decay=hp["weight_decay"], fused=fused)
+
+
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 
 
 @dataclasses.dataclass(frozen=True)
