@@ -62,9 +62,10 @@ def make_checkpoint(shape: str, folder: Path) -> str:
     return str(folder)
 
 
-def run(path: str, task_name: str, method: str, steps: int, batch: int, seq: int, checkpointing: bool = False) -> dict:
+def run(path: str, task_name: str, method: str, steps: int, batch: int, seq: int, checkpointing: bool = False, compiled: bool = False) -> dict:
     from trainables import model as models
     from trainables.kinds import TASKS
+    from trainables.loop import optimizer_for
 
     task = TASKS[task_name]
     torch.cuda.reset_peak_memory_stats()
@@ -76,8 +77,8 @@ def run(path: str, task_name: str, method: str, steps: int, batch: int, seq: int
     load_peak = torch.cuda.max_memory_allocated() / 2**30  # loading quantizes bf16 shards on the GPU
     torch.cuda.reset_peak_memory_stats()
     net.train()  # as the trial loop does (gradient checkpointing only acts in training mode)
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = optimizer_for(net, {"learning_rate": 1e-4, "weight_decay": 0.0})  # the trial's (fused) AdamW
+    forward = torch.compile(net) if compiled else net
     vocab = net.config.vocab_size
     losses, t0 = [], None
     for step in range(steps + 2):
@@ -94,7 +95,7 @@ def run(path: str, task_name: str, method: str, steps: int, batch: int, seq: int
             kwargs["start_positions"] = torch.randint(0, seq, (batch,), device=device)
             kwargs["end_positions"] = kwargs["start_positions"]
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = net(**kwargs).loss
+            loss = forward(**kwargs).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -102,14 +103,15 @@ def run(path: str, task_name: str, method: str, steps: int, batch: int, seq: int
     torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
     out = {
-        "task": task_name, "method": method, "gradient_checkpointing": checkpointing, "batch": f"{batch}x{seq}", "trainable_params": trainable, "total_params": total,
+        "task": task_name, "method": method, "gradient_checkpointing": checkpointing, "compiled": compiled, "batch": f"{batch}x{seq}",
+        "attention": getattr(net.config, "_attn_implementation", None), "trainable_params": trainable, "total_params": total,
         "load_peak_gb": round(load_peak, 2), "train_peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         "tokens_per_s": round(steps * batch * seq / elapsed), "loss_finite": all(l == l and abs(l) < 1e4 for l in losses),
     }
     peak = PEAK or peak_tflops()
     if peak:
         out["mfu"] = round(out["tokens_per_s"] * model_flops_per_token(total, trainable) / (peak * 1e12), 3)
-    if method in ("qlora", "lora"):
+    if method in ("qlora", "lora") and not compiled:
         with tempfile.TemporaryDirectory() as tmp:
             models.save_trained(net, tmp, method)
             state = {k: v.clone() for k, v in net.state_dict().items() if "lora_" in k}
@@ -131,6 +133,8 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak (default: by device name)")
+    p.add_argument("--mfu", metavar="SIZES", help="instead of the method table: Llama-3.2-1B LoRA (classification and "
+                   "instruction) and full fine-tuning at each BATCHxSEQ of SIZES (e.g. 8x256,16x1024), eager (LoRA classification at the first and last size also torch.compile'd)")
     args = p.parse_args()
     global PEAK
     PEAK = args.peak_tflops
@@ -143,13 +147,24 @@ def main() -> int:
         "llama-3.2-1b": [("single_label", "lora"), ("single_label", "qlora"), ("single_label", "full"), ("extractive_qa", "qlora"), ("instruction", "qlora")],
         "mistral-7b": [("single_label", "qlora", False), ("single_label", "qlora", True)],
     }
+    if args.mfu:
+        sizes = [tuple(int(n) for n in size.split("x")) for size in args.mfu.split(",")]
+        plan = {"llama-3.2-1b": [(task, method, False, False, b, s) for b, s in sizes
+                                 for task, method in (("single_label", "lora"), ("instruction", "lora"), ("single_label", "full"))]}
+        plan["llama-3.2-1b"] += [("single_label", "lora", False, True, b, s) for b, s in (sizes[0], sizes[-1])]  # compiling takes ~1 min a row
+        args.shapes = "llama-3.2-1b"
     for shape in args.shapes.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             path = make_checkpoint(shape, Path(tmp))
             print(f"{shape}: random checkpoint written in {time.perf_counter() - t:.0f}s", flush=True)
-            for task, method, *gc in plan[shape]:
-                row = {"shape": shape, **run(path, task, method, args.steps, batch=args.batch, seq=args.seq, checkpointing=bool(gc and gc[0]))}
+            for task, method, *more in plan[shape]:
+                gc, compiled, batch, seq = (more + [False, False, args.batch, args.seq][len(more):])
+                try:
+                    row = {"shape": shape, **run(path, task, method, args.steps, batch=batch, seq=seq, checkpointing=gc, compiled=compiled)}
+                except torch.OutOfMemoryError:
+                    row = {"shape": shape, "task": task, "method": method, "compiled": compiled, "batch": f"{batch}x{seq}", "error": "out of memory"}
+                    torch.cuda.empty_cache()
                 print(json.dumps(row), flush=True)
                 results.append(row)
     if args.json:

@@ -178,3 +178,52 @@ def test_evaluation_runs_shortest_first_and_answers_in_the_loaders_order(minilm_
     assert labels.tolist() == rows["labels"]
     assert torch.allclose(torch.tensor(logits), torch.cat([o.logits for o in one_by_one]), atol=1e-4)
     assert loss == pytest.approx(float(torch.stack([o.loss for o in one_by_one]).mean()), rel=1e-4)
+
+
+def test_compiled_training_forward_trains_the_same_weights_as_eager(tmp_path):
+    """``training.compile``: the steps run through torch.compile (real Inductor, CPU here) on
+    the very parameters the optimizer, checkpoints and eager evaluation use, and take the same
+    steps as eager, also across batches of different lengths."""
+    from trainables.loop import training_forward
+    from trainables.tiny import write_tiny_model
+
+    path = str(write_tiny_model("llama", tmp_path / "tiny"))
+    tok = models.load_tokenizer(path)
+    texts = [["so glad today", "this is awful"], ["fine, nothing much to say about it really", "meh and more meh words here"]]
+    losses = {}
+    for compile in (False, True):
+        torch.manual_seed(0)
+        net = models.build_model(path, TASKS["single_label"], ["a", "b"], "lora", {"lora_r": 4, "lora_dropout": 0.0}, CPU, tok.pad_token_id)
+        forward = training_forward(net, TrainingSpec(compile=compile))
+        assert isinstance(forward, torch._dynamo.eval_frame.OptimizedModule) is compile
+        opt = optimizer_for(net, {"learning_rate": 1e-2, "weight_decay": 0.0})
+        net.train()
+        losses[compile] = []
+        for step in range(4):
+            batch = dict(tok(texts[step % 2], padding=True, return_tensors="pt"))
+            loss = forward(**batch, labels=torch.tensor([0, 1])).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses[compile].append(loss.item())
+        net.eval()
+        with torch.no_grad():  # the eager model sees what the compiled steps trained
+            losses[compile].append(net(**dict(tok(texts[0], padding=True, return_tensors="pt")), labels=torch.tensor([0, 1])).loss.item())
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3)
+    assert losses[True][-1] < losses[True][0]
+
+
+def test_trials_on_cuda_keep_attention_off_cudnn_and_cpu_trials_are_untouched():
+    """cuDNN's attention plans per sequence length (slow on length-varying batches); the CUDA
+    path is forced here (the flag is process state, no GPU needed to set it)."""
+    from trainables.kernels import avoid_cudnn_attention
+
+    was = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        avoid_cudnn_attention(CPU)
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+        avoid_cudnn_attention(torch.device("cuda"))
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(was)

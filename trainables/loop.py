@@ -26,6 +26,7 @@ from core.schedule import schedule
 from core.specs import TrainingSpec
 from trainables import model as models
 from trainables.failures import TrialDiverged, is_out_of_memory, out_of_memory
+from trainables.kernels import avoid_cudnn_attention
 from trainables.kinds import Task
 from trainables.precision import autocast, autocast_dtype
 from trainables.spec import TrialSpec
@@ -139,6 +140,14 @@ def optimizer_for(model: torch.nn.Module, hp: dict[str, Any]) -> torch.optim.Opt
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 
 
+def training_forward(model: torch.nn.Module, training: TrainingSpec) -> Any:
+    """What the training steps call: the model, or with ``training.compile`` the model under
+    ``torch.compile`` (same parameters, so the optimizer, checkpoints and the eager evaluation
+    all see the weights it trains). Batches vary in length: the first new length makes the
+    graph dynamic in it rather than compiling once per length (torch's automatic dynamic shapes)."""
+    return torch.compile(model) if training.compile else model
+
+
 @dataclasses.dataclass(frozen=True)
 class Session:
     """Where the loop runs, reports and resumes from: a Ray Train worker (Tune hears the reports
@@ -246,9 +255,11 @@ class TrialRecipe:
         data = ray.get(data_ref)
         task, kind = spec.task, spec.task.kind
         self.device = self.session.device()
+        avoid_cudnn_attention(self.device)
         self.net = models.build_model(spec.model, task, data.label_names, hp["method"], hp, self.device, data.tokenizer.pad_token_id, self.training.gradient_checkpointing)
         self.param_counts = models.count_params(self.net)
         self.model = ray.train.torch.prepare_model(self.net, move_to_device=False) if self.world > 1 else self.net
+        self.forward = training_forward(self.model, self.training)
 
         collate = kind.collator(data.tokenizer, task)
         self.generator = torch.Generator().manual_seed(self.seed)
@@ -337,7 +348,7 @@ class TrialRecipe:
         t0, c0 = time.perf_counter(), time.process_time()
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with autocast(self.device, self.amp):
-            loss = self.model(**batch).loss / accum
+            loss = self.forward(**batch).loss / accum
         loss.backward()
         p.micro += 1
         p.micro_in_epoch += 1

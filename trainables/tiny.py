@@ -38,6 +38,14 @@ def _configs() -> dict[str, Callable[[int], Any]]:
 FAMILIES = ("llama", "gemma", "mistral", "phi", "distilbert")
 
 
+def as_decoder_tokenizer(tok: Any) -> Any:
+    """The packaged (BERT) tokenizer made fit for a decoder LLM: decoders take no
+    token_type_ids, which the BERT tokenizer would otherwise produce, and end on an EOS."""
+    tok.model_input_names = ["input_ids", "attention_mask"]
+    tok.eos_token = tok.sep_token
+    return tok
+
+
 def write_tiny_model(family: str, out: str | Path, seed: int = 0) -> Path:
     """Write the tiny model and tokenizer to ``out``; returns the folder."""
     import torch
@@ -55,9 +63,7 @@ def write_tiny_model(family: str, out: str | Path, seed: int = 0) -> Path:
     decoder = family != "distilbert"
     model = AutoModelForCausalLM.from_config(cfg) if decoder else AutoModel.from_config(cfg)
     if decoder:
-        # Decoder LLMs take no token_type_ids; the BERT tokenizer would otherwise produce them.
-        tok.model_input_names = ["input_ids", "attention_mask"]
-        tok.eos_token = tok.sep_token
+        as_decoder_tokenizer(tok)
     out = Path(out)
     model.save_pretrained(out)
     tok.save_pretrained(out)
