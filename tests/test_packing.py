@@ -120,6 +120,29 @@ def test_plan_packs_the_largest_trial_of_the_study(tmp_path, tiny_llama):
     assert "auto = 0.3333: 3 trial(s) per 24 GiB GPU" in __import__("sweeps.dry_run", fromlist=["describe"]).describe(study)
 
 
+def test_the_estimate_follows_the_longest_training_row_unless_rows_are_packed(tmp_path, tiny_llama):
+    """Batches pad to their longest row: short texts are sized by their own length, capped at
+    max_length; instruction rows joined by packing (set or searchable) fill max_length."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    from sweeps.tuning import packing
+
+    study = _study(write_study(tmp_path, base_study(tiny_llama, resources={"gpus_per_worker": "auto", "gpu_memory_gb": 24})))
+    most = study.training.max_length
+    rows = SimpleNamespace(splits={"train": Dataset.from_dict({"input_ids": [[1] * 5, [1] * 17, [1] * 9]})})
+    assert packing.trained_length(study, rows) == 17
+    assert packing.trained_length(study, SimpleNamespace(splits={"train": Dataset.from_dict({"input_ids": [[1] * (most + 9)]})})) == most
+    packed_rows = dataclasses.replace(study, training=dataclasses.replace(study.training, packing=True))
+    packed_rows.space = study.space
+    assert packing.trained_length(packed_rows, rows) == most
+    short, full = packing.plan(study, seq_len=17), packing.plan(study)
+    assert (short.seq_len, full.seq_len) == (17, most) and short.estimate.total_gib < full.estimate.total_gib
+    assert short.params()["packing.seq_len"] == 17
+
+
 def test_auto_without_a_readable_gpu_size_is_one_line_naming_the_field(tmp_path, tiny_llama, monkeypatch):
     from sweeps.tuning import packing
 
@@ -176,6 +199,7 @@ def test_packed_trials_share_one_fake_gpu(workdir, tiny_llama, in_process):
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.data.params["packing.trials_per_gpu"] == "2" and parent.data.params["plan.max_concurrent_trials"] == "2"
+    assert int(parent.data.params["packing.seq_len"]) < 24, "sized by the generated texts' longest row, not max_length"
     assert len(kids) == 2 and all(r.data.tags["status"] == "completed" for r in kids)
     assert [r.data.tags["ray.gpu_ids"] for r in kids] == ["0", "0"], "both trials on the one GPU"
     assert all(r.data.metrics["gpus_per_worker"] == 0.5 and r.data.metrics["in_process"] == int(in_process) for r in kids)

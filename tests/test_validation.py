@@ -178,11 +178,11 @@ def test_bad_data_is_one_line_exit_2_nothing_written(capsys, workdir, minilm_pat
 def test_unreachable_mlflow_is_one_line_exit_2_nothing_written(capsys, workdir, minilm_path):
     import socket
 
-    with socket.socket() as sock:  # a port nobody listens on
+    with socket.socket() as sock:  # a port nobody listens on, held (bound, not listening) so no other process takes it meanwhile
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    study = base_study(minilm_path, tracking={"tracking_uri": f"http://user:s3cret@127.0.0.1:{port}"})
-    err = run_bad(capsys, workdir, [write_study(workdir, study)])
+        study = base_study(minilm_path, tracking={"tracking_uri": f"http://user:s3cret@127.0.0.1:{port}"})
+        err = run_bad(capsys, workdir, [write_study(workdir, study)])
     assert f"tracking.tracking_uri: MLflow at http://user:***@127.0.0.1:{port} is unreachable" in err and "Connection refused" in err
     assert "s3cret" not in err
 

@@ -29,14 +29,15 @@ class Packing:
     gpu_gib: float
     per_gpu: int
     share: float  # what each worker asks Ray for
+    seq_len: int  # tokens per row the estimate assumed
 
     def line(self) -> str:
-        return (f"packing: a trial ({self.method}) needs about {self.estimate.describe()}; "
+        return (f"packing: a trial ({self.method}, rows of up to {self.seq_len} tokens) needs about {self.estimate.describe()}; "
                 f"{self.per_gpu} trial(s) per {self.gpu_gib:.0f} GiB GPU -> gpus_per_worker {self.share:g}")
 
     def params(self) -> dict[str, Any]:
         """What the parent MLflow run records of the decision."""
-        return {"packing.estimated_peak_gib": round(self.estimate.total_gib, 2), "packing.trials_per_gpu": self.per_gpu,
+        return {"packing.estimated_peak_gib": round(self.estimate.total_gib, 2), "packing.trials_per_gpu": self.per_gpu, "packing.seq_len": self.seq_len,
                 "packing.gpu_memory_gib": round(self.gpu_gib, 1), "packing.gpus_per_worker": self.share}
 
 
@@ -50,8 +51,22 @@ def largest_rank(study: Any) -> int:
     return int(max(float(r) for r in ranks if r is not None))
 
 
-def estimate_study(study: Any) -> tuple[str, memory.MemoryEstimate]:
-    """The largest per-trial estimate over the study's methods."""
+def trained_length(study: Any, prepared: Any) -> int:
+    """The longest row a trial trains on, in tokens: batches pad to their longest row, so a
+    study of short texts (tweets: 20-40 tokens) never fills ``max_length`` and its trials take
+    a fraction of what ``max_length`` rows would (bench/RESULTS.md: 3.9 GiB measured against an
+    8.2 GiB estimate at 128 tokens). Instruction rows joined by ``packing`` (set, or drawn by
+    the space) fill ``max_length``."""
+    max_length = study.training.max_length
+    if study.training.packing or (study.space is not None and "packing" in study.space.params):
+        return max_length
+    lengths = prepared.splits["train"]["input_ids"]
+    return min(max_length, max((len(ids) for ids in lengths), default=max_length))
+
+
+def estimate_study(study: Any, seq_len: Optional[int] = None) -> tuple[str, memory.MemoryEstimate]:
+    """The largest per-trial estimate over the study's methods, at ``seq_len`` tokens a row
+    (default: ``training.max_length``)."""
     from transformers import AutoConfig
 
     from trainables.model import resolve
@@ -65,7 +80,7 @@ def estimate_study(study: Any) -> tuple[str, memory.MemoryEstimate]:
     shape = memory.shape_of(config, task.auto_model)
     training = study.training
     found = [
-        (method, memory.estimate(shape, method, batch=training.batch_size, seq_len=training.max_length, lora_r=largest_rank(study),
+        (method, memory.estimate(shape, method, batch=training.batch_size, seq_len=seq_len or training.max_length, lora_r=largest_rank(study),
                                  causal_lm=task.peft_task_type == "CAUSAL_LM", gradient_checkpointing=training.gradient_checkpointing))
         for method in study.methods
     ]
@@ -91,9 +106,10 @@ def cluster_gpu_gib() -> Optional[float]:
     return ray.get(ref)
 
 
-def plan(study: Any, gpu_gib: Optional[float] = None) -> Optional[Packing]:
+def plan(study: Any, gpu_gib: Optional[float] = None, seq_len: Optional[int] = None) -> Optional[Packing]:
     """The packing of ``study`` (None unless its resources say ``gpus_per_worker: auto``).
-    Call with Ray connected; ``gpu_gib`` overrides what the study or the cluster says."""
+    Call with Ray connected; ``gpu_gib`` overrides what the study or the cluster says;
+    ``seq_len``: the longest row the trials train on (``trained_length``; default max_length)."""
     resources = study.resources
     if resources.gpus_per_worker != "auto":
         return None
@@ -101,12 +117,13 @@ def plan(study: Any, gpu_gib: Optional[float] = None) -> Optional[Packing]:
     if not gpu_gib:
         raise StudyError("resources.gpu_memory_gb", "gpus_per_worker: auto needs each GPU's memory and none could be read from the cluster",
                          "set resources.gpu_memory_gb (e.g. 80 for an H100, 24 for an L4), or a number for gpus_per_worker")
-    method, estimate = estimate_study(study)
+    seq_len = seq_len or study.training.max_length
+    method, estimate = estimate_study(study, seq_len)
     per_gpu = memory.trials_per_gpu(estimate.total_gib, gpu_gib, resources.gpu_memory_headroom, resources.max_trials_per_gpu)
     if per_gpu < 1:
         raise StudyError("resources.gpus_per_worker", f"a {method} trial needs about {estimate.total_gib:.0f} GiB, more than a {gpu_gib:.0f} GiB GPU holds",
                          "set training.gradient_checkpointing: true, use qlora, lower training.batch_size / max_length, or use larger GPUs")
-    return Packing(estimate, method, gpu_gib, per_gpu, memory.share(per_gpu))
+    return Packing(estimate, method, gpu_gib, per_gpu, memory.share(per_gpu), seq_len)
 
 
 def apply(study: Any, packing: Optional[Packing]) -> Any:

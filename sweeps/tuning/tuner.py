@@ -201,7 +201,7 @@ def run_study(study: Study, address: Optional[str] = None, local: bool = False, 
     started = cluster.connect(address, local, study.resources)
     try:
         # gpus_per_worker: auto becomes a share of a GPU here, before anything is written.
-        packed = packing.plan(study)
+        packed = packing.plan(study, seq_len=packing.trained_length(study, prepared))
         study = cluster.decide_in_process(packing.apply(study, packed))  # logged as resources.in_process
         packed_params = packed.params() if packed else {}
         if packed:
@@ -209,7 +209,7 @@ def run_study(study: Study, address: Optional[str] = None, local: bool = False, 
         max_concurrent = cluster.concurrency(study.resources, study.search.max_concurrent_trials)
         stage = None
         if final is not None:
-            final_packed = packing.plan(final[0], packed.gpu_gib if packed else None)
+            final_packed = packing.plan(final[0], packed.gpu_gib if packed else None, packing.trained_length(final[0], final[1]))
             final_study = cluster.decide_in_process(packing.apply(final[0], final_packed))
             if final_packed:
                 print(f"final stage {final_packed.line()}")
