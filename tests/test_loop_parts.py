@@ -183,7 +183,9 @@ def test_evaluation_runs_shortest_first_and_answers_in_the_loaders_order(minilm_
 def test_compiled_training_forward_trains_the_same_weights_as_eager(tmp_path):
     """``training.compile``: the steps run through torch.compile (real Inductor, CPU here) on
     the very parameters the optimizer, checkpoints and eager evaluation use, and take the same
-    steps as eager, also across batches of different lengths."""
+    steps as eager, also across batches of different lengths (compiled once, dynamic)."""
+    from torch._dynamo.utils import counters
+
     from trainables.loop import training_forward
     from trainables.tiny import write_tiny_model
 
@@ -198,7 +200,8 @@ def test_compiled_training_forward_trains_the_same_weights_as_eager(tmp_path):
         assert isinstance(forward, torch._dynamo.eval_frame.OptimizedModule) is compile
         opt = optimizer_for(net, {"learning_rate": 1e-2, "weight_decay": 0.0})
         net.train()
-        losses[compile] = []
+        losses[compile], graphs = [], []
+        counters.clear()
         for step in range(4):
             batch = dict(tok(texts[step % 2], padding=True, return_tensors="pt"))
             loss = forward(**batch, labels=torch.tensor([0, 1])).loss
@@ -206,6 +209,8 @@ def test_compiled_training_forward_trains_the_same_weights_as_eager(tmp_path):
             opt.step()
             opt.zero_grad()
             losses[compile].append(loss.item())
+            graphs.append(counters["stats"]["unique_graphs"])
+        assert graphs == [graphs[0]] * 4 and (graphs[0] > 0) is compile, "compiled once, dynamic in the batch length"
         net.eval()
         with torch.no_grad():  # the eager model sees what the compiled steps trained
             losses[compile].append(net(**dict(tok(texts[0], padding=True, return_tensors="pt")), labels=torch.tensor([0, 1])).loss.item())
