@@ -1,7 +1,7 @@
 """Examples/s of one trial's training loop on CPU: before (fp32, randomly mixed batch lengths)
 and after (bf16 autocast where the CPU has bf16 units, length-grouped batches), same model, data,
 batch size and thread count, one run, one process; and "after" with torch's default (unfused)
-AdamW instead of the trials' fused one.
+AdamW instead of the trials' fused one, and with the frozen base in bf16 (``training.base_dtype``).
 
 It drives the trial's own pieces (``trainables.model.build``, ``trainables.loop.train_loader``,
 ``trainables.precision``), not a copy, on real tweets from ../shared/data/emotion. Each way
@@ -28,6 +28,7 @@ from transformers import DataCollatorWithPadding  # noqa: E402
 
 from core.specs import TrainingSpec  # noqa: E402
 from trainables import model as models  # noqa: E402
+from trainables import precision as precision_mod  # noqa: E402
 from trainables.inference import quiet  # noqa: E402
 from trainables.kinds import TASKS  # noqa: E402
 from trainables.loop import optimizer_for, train_loader  # noqa: E402
@@ -44,15 +45,17 @@ def tweets(rows: int, tokenizer, max_length: int) -> Dataset:
     return Dataset.from_dict({**enc, "labels": [LABELS.index(y) for _, y in lines]})
 
 
-def run(way: str, rows: Dataset, tokenizer, method: str, batch: int, precision: str, group: bool, fused: bool = True) -> dict:
+def run(way: str, rows: Dataset, tokenizer, method: str, batch: int, precision: str, group: bool, fused: bool = True, base_dtype: str = "auto") -> dict:
     torch.manual_seed(0)
     device = torch.device("cpu")
-    net = models.build_model(MODEL, TASKS["single_label"], LABELS, method, {"lora_r": 16, "lora_alpha_ratio": 2, "target_modules": "all-linear"}, device, tokenizer.pad_token_id)
+    training = TrainingSpec(batch_size=batch, group_by_length=group, precision=precision, base_dtype=base_dtype)
+    net = models.build_model(MODEL, TASKS["single_label"], LABELS, method, {"lora_r": 16, "lora_alpha_ratio": 2, "target_modules": "all-linear"}, device,
+                             tokenizer.pad_token_id, base_dtype=precision_mod.base_dtype(device, training, method))
+    weights_mb = sum(p.numel() * p.element_size() for p in net.parameters()) / 2**20
     opt = optimizer_for(net, {"learning_rate": 1e-3 if method != "full" else 1e-4, "head_learning_rate": 1e-3, "weight_decay": 0.0})
     if not fused:  # the same groups and settings, torch's default (per-tensor foreach) AdamW
         opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != "fused"} for g in opt.param_groups], fused=False)
     gen = torch.Generator().manual_seed(0)
-    training = TrainingSpec(batch_size=batch, group_by_length=group)
     loader = train_loader(rows, training, DataCollatorWithPadding(tokenizer), gen, world=1)
     amp = autocast_dtype(device, precision)
     net.train()
@@ -69,7 +72,8 @@ def run(way: str, rows: Dataset, tokenizer, method: str, batch: int, precision: 
         padded += batch_["input_ids"].numel()
     took = time.perf_counter() - started
     return {"way": way, "dtype": str(amp).replace("torch.", "") if amp else "fp32", "grouped": group, "seconds": round(took, 1),
-            "examples_per_s": round(seen / took, 1), "padding_share": round(1 - tokens / padded, 3), "last_loss": round(float(loss.detach()), 4)}
+            "examples_per_s": round(seen / took, 1), "padding_share": round(1 - tokens / padded, 3), "last_loss": round(float(loss.detach()), 4),
+            "weights_mb": round(weights_mb, 1)}
 
 
 def main() -> None:
@@ -89,13 +93,15 @@ def main() -> None:
         run("before (fp32, mixed lengths)", rows, tokenizer, args.method, args.batch_size, "fp32", False),
         run("after (auto precision, grouped)", rows, tokenizer, args.method, args.batch_size, "auto", True),
         run("after, unfused AdamW", rows, tokenizer, args.method, args.batch_size, "auto", True, fused=False),
+        run("after, bf16 frozen base", rows, tokenizer, args.method, args.batch_size, "auto", True, base_dtype="bf16"),
     ]
     bf16 = sorted({"avx512_bf16", "amx_bf16"} & cpu_flags())
     print(f"{args.method} on MiniLM, {args.rows} real tweets, batch {args.batch_size}, {args.threads} thread(s); CPU bf16 flags: {bf16 or 'none'}")
     for r in results:
-        print(f"  {r['way']:<34} {r['examples_per_s']:>7} examples/s per {args.threads} thread(s)  ({r['seconds']} s, {r['dtype']}, padding {r['padding_share']:.0%}, last loss {r['last_loss']})")
+        print(f"  {r['way']:<34} {r['examples_per_s']:>7} examples/s per {args.threads} thread(s)  ({r['seconds']} s, {r['dtype']}, padding {r['padding_share']:.0%}, last loss {r['last_loss']}, weights {r['weights_mb']} MB)")
     print(f"  speed-up: {results[1]['examples_per_s'] / results[0]['examples_per_s']:.2f}x; "
-          f"fused AdamW against torch's default: {results[1]['examples_per_s'] / results[2]['examples_per_s']:.2f}x")
+          f"fused AdamW against torch's default: {results[1]['examples_per_s'] / results[2]['examples_per_s']:.2f}x; "
+          f"bf16 frozen base against the checkpoint's fp32: {results[3]['examples_per_s'] / results[1]['examples_per_s']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "cpu_bf16_flags": bf16, "results": results}, indent=2))
 

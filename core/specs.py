@@ -149,10 +149,15 @@ class TrainingSpec:
     # Recompute activations in the backward pass: ~1/3 slower, far less memory (7B QLoRA at
     # 2k tokens per batch: 23.7 GB without it, see bench/RESULTS.md).
     gradient_checkpointing: bool = False
-    # Training forward passes in bf16 autocast (weights, optimizer and evaluation stay fp32): auto = where the
-    # hardware runs bf16 fast (CUDA with bf16, CPUs with AVX512-BF16 / AMX), else fp32.
-    # About 2x the examples/s on such CPUs (bench/RESULTS.md).
+    # Training forward passes in bf16 autocast (trained weights and the optimizer stay fp32,
+    # evaluation runs without autocast): auto = where the hardware runs bf16 fast (CUDA with
+    # bf16, CPUs with AVX512-BF16 / AMX), else fp32. About 2x the examples/s on such CPUs.
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # dtype of the frozen base weights under adapter and head methods; what they train (adapters,
+    # a fresh head) is always fp32. bf16: half the weights' memory (more trials per GPU). auto:
+    # bf16 where trials train in bf16 on a GPU, else the checkpoint's own dtype (Llama, Gemma,
+    # Mistral ship bf16; MiniLM, DistilBERT fp32). `full` trains in the checkpoint's dtype.
+    base_dtype: Literal["auto", "bf16", "fp32"] = "auto"
     # torch.compile the training forward pass: fuses the adapters' many small ops. Llama-3.2-1B
     # LoRA on an H100: 1.5x the tokens/s at 8x2048 tokens a step (35% of bf16 peak), 1.8x at
     # 8x256, less memory; costs ~1 min of compiling when a trial starts (bench/RESULTS.md), so

@@ -88,7 +88,8 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
             load_trained(model, str(adapter))
             model.save_pretrained(work)
         elif merge:
-            # Full-precision base (also for QLoRA: its adapter merges into dequantized weights).
+            # The unquantized base in the checkpoint's own dtype (also for QLoRA: its adapter merges
+            # into dequantized weights): the merged model is stored as the base model ships.
             base = load_base(task, base_path, {"config": config})
             PeftModel.from_pretrained(base, adapter).merge_and_unload().save_pretrained(work)
         else:

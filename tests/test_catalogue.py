@@ -57,7 +57,8 @@ def tiny_models(tmp_path_factory):
 
     def get(fam: str) -> str:
         if fam not in cache:
-            cache[fam] = str(tiny.write_tiny_model(fam, root / fam))
+            # decoders in bf16, as their real checkpoints ship (DistilBERT's is fp32)
+            cache[fam] = str(tiny.write_tiny_model(fam, root / fam, dtype="float32" if fam == "distilbert" else "bfloat16"))
         return cache[fam]
 
     return get
@@ -130,9 +131,11 @@ def test_study_runs_end_to_end_in_smoke_mode(name, smoke_runs):
         assert run.data.params["study.model"].startswith("/")  # --model replaced the hub id
         m = run.data.metrics
         if run.data.tags["method"] == "full":
-            assert m["trainable_params"] == m["total_params"]
+            assert m["trainable_params"] == m["total_params"] and m["base_weight_bits"] == 0  # nothing frozen
         else:  # adapters and the head baseline train a small part of the model
             assert m["trainable_params"] < m["total_params"] / 10
+        if run.data.tags["method"] not in ("full", "qlora"):  # on a CPU the base keeps the checkpoint's dtype (auto)
+            assert m["base_weight_bits"] == (32 if family(study.model) == "distilbert" else 16), (name, m["base_weight_bits"])
     named = finals or kids  # the study's model: the final run, else the best search trial
     history = [m.value for r in named for m in client.get_metric_history(r.info.run_id, metric)]
     assert parent.data.metrics[f"best_{metric}"] == pytest.approx(max(history) if study.search.mode == "max" else min(history))

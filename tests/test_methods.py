@@ -153,3 +153,71 @@ def test_qlora_trains_after_eval_on_cpus_with_avx512_bf16(which, task, request, 
     models.save_trained(net, str(tmp_path), "qlora")
     saved = load_file(tmp_path / "adapter_model.safetensors")
     assert not [k for k in saved if "absmax" in k or "quant" in k], "quantization state leaked into the adapter"
+
+
+@pytest.fixture(scope="module")
+def bf16_llama(tiny_llama, tmp_path_factory):
+    """The tiny Llama saved in bf16, as Llama, Gemma and Mistral ship (transformers loads a
+    checkpoint in its own dtype unless told otherwise)."""
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path_factory.mktemp("bf16_llama")
+    AutoModelForCausalLM.from_pretrained(tiny_llama).to(torch.bfloat16).save_pretrained(folder)
+    models.load_tokenizer(tiny_llama).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3", "head"])
+def test_what_trains_is_fp32_over_a_bf16_checkpoint(method, bf16_llama):
+    """A bf16 checkpoint's fresh head used to train in bf16 (AdamW updates rounded away); now
+    the base stays as shipped and everything that trains is fp32, through a whole step."""
+    tok = models.load_tokenizer(bf16_llama)
+    net = models.build_model(bf16_llama, TASKS["single_label"], ["a", "b"], method, HP, torch.device("cpu"), tok.pad_token_id)
+    trained = {n: p.dtype for n, p in net.named_parameters() if p.requires_grad}
+    assert trained and set(trained.values()) == {torch.float32}, trained
+    assert models.frozen_weight_bits(net) == 16
+    batch = tok(["i feel great", "this is awful news"], padding=True, return_tensors="pt")
+    with torch.no_grad():  # evaluation: no autocast, bf16 features into the fp32 head
+        logits = net(**batch).logits
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = net(**batch, labels=torch.tensor([0, 1])).loss
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3", "head"])
+def test_base_dtype_bf16_halves_the_frozen_weights_and_scores_alike(method, minilm_path):
+    """``training.base_dtype: bf16`` on an fp32 checkpoint (MiniLM): frozen weights load in
+    bf16, what trains stays fp32, and the model computes what the fp32 one does (same fresh
+    head: same seed), to bf16's precision."""
+    tok = models.load_tokenizer(minilm_path)
+    batch = tok(["i feel great", "this is awful news", "ok"], padding=True, return_tensors="pt")
+    nets = {}
+    for dtype in (None, torch.bfloat16):
+        torch.manual_seed(0)
+        nets[dtype] = models.build_model(minilm_path, TASKS["single_label"], ["a", "b", "c"], method, HP, torch.device("cpu"), tok.pad_token_id, base_dtype=dtype)
+    full, half = nets[None], nets[torch.bfloat16]
+    assert models.frozen_weight_bits(full) == 32 and models.frozen_weight_bits(half) == 16
+    frozen_bytes = {d: sum(p.numel() * p.element_size() for p in n.parameters() if not p.requires_grad) for d, n in nets.items()}
+    assert frozen_bytes[torch.bfloat16] < 0.51 * frozen_bytes[None]
+    assert {p.dtype for p in half.parameters() if p.requires_grad} == {torch.float32}
+    with torch.no_grad():
+        a, b = full(**batch).logits, half(**batch).logits
+    assert b.dtype == torch.float32
+    assert torch.allclose(a, b, atol=0.05), (a, b)
+    assert not torch.equal(a, b)  # really computed on bf16 weights
+
+
+def test_base_dtype_resolves_by_device_precision_and_method():
+    from core.specs import TrainingSpec
+    from trainables.precision import base_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert base_dtype(cuda, TrainingSpec(precision="bf16"), "lora") is torch.bfloat16  # auto on a GPU training in bf16
+    assert base_dtype(cuda, TrainingSpec(precision="fp32"), "lora") is None  # the checkpoint's own
+    assert base_dtype(cpu, TrainingSpec(precision="bf16"), "ia3") is None  # CPUs keep the checkpoint's
+    assert base_dtype(cpu, TrainingSpec(base_dtype="bf16"), "head") is torch.bfloat16
+    assert base_dtype(cuda, TrainingSpec(base_dtype="fp32", precision="bf16"), "lora") is torch.float32
+    assert base_dtype(cuda, TrainingSpec(base_dtype="bf16"), "full") is None  # every weight trains
+    assert base_dtype(cuda, TrainingSpec(base_dtype="bf16"), "qlora") is None  # a 4-bit base

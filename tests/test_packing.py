@@ -3,6 +3,7 @@ arithmetic, bad input, and packed trials really sharing one (fake) GPU on a loca
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -49,6 +50,21 @@ def test_the_estimate_grows_with_what_costs_memory():
     assert at("qlora") < at("full") and at("lora") < at("full")
     mistral = _shape("mistral-7b", "single_label")
     assert memory.estimate(mistral, "qlora", batch=8, seq_len=256).weights_gib < memory.estimate(mistral, "lora", batch=8, seq_len=256).weights_gib / 3
+
+
+def test_the_estimate_follows_the_base_dtype_of_frozen_weights(tmp_path, tiny_llama):
+    """training.base_dtype fixes what frozen weights take (bf16: half an fp32 checkpoint's);
+    auto keeps the checkpoint's bytes, safe on a GPU without bf16; full trains the checkpoint's."""
+    from sweeps.tuning import packing
+
+    fp32 = dataclasses.replace(_shape("llama-3.2-1b", "single_label"), dtype_bytes=4)
+    w = lambda method="lora", **kw: memory.estimate(fp32, method, batch=8, seq_len=256, **kw).weights_gib  # noqa: E731
+    assert w(base_bytes=2) == pytest.approx(w() / 2) and w(base_bytes=4) == w()
+    assert w("full", base_bytes=2) == w("full"), "full fine-tuning's weights all train: the checkpoint's dtype"
+    assert w("qlora", base_bytes=2) == w("qlora")
+    resources = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": "auto", "gpu_memory_gb": 24}
+    at = lambda **training: packing.estimate_study(_study(write_study(tmp_path, base_study(tiny_llama, resources=resources, training={"epochs": 1, "batch_size": 16, "max_length": 24, **training}))))[1].weights_gib  # noqa: E731
+    assert at(base_dtype="bf16") == pytest.approx(at() / 2) == pytest.approx(at(base_dtype="fp32") / 2)  # the tiny Llama is saved in fp32
 
 
 def test_packing_arithmetic():

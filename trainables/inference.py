@@ -40,7 +40,7 @@ def load(folder: str | Path, device: Optional[torch.device] = None) -> tuple[tor
     from peft import PeftModel
 
     from trainables.kinds import TASKS
-    from trainables.model import keep_4bit_layout_trainable, load_base
+    from trainables.model import heads_in_fp32, keep_4bit_layout_trainable, load_base
 
     folder = Path(folder)
     info = read_info(folder)
@@ -61,6 +61,7 @@ def load(folder: str | Path, device: Optional[torch.device] = None) -> tuple[tor
         else:
             base.to(device)
         model = PeftModel.from_pretrained(base, folder)
+    heads_in_fp32(model)  # the head as it trained and was scored: fp32, also over a bf16 base
     model.eval()
     return model, tokenizer, info
 

@@ -28,7 +28,7 @@ from trainables import model as models
 from trainables.failures import TrialDiverged, is_out_of_memory, out_of_memory
 from trainables.kernels import avoid_cudnn_attention
 from trainables.kinds import Task
-from trainables.precision import autocast, autocast_dtype
+from trainables.precision import autocast, autocast_dtype, base_dtype
 from trainables.spec import TrialSpec
 
 # In each checkpoint beside the adapter: optimizer, LR schedule, counters, RNG states.
@@ -261,8 +261,10 @@ class TrialRecipe:
         task, kind = spec.task, spec.task.kind
         self.device = self.session.device()
         avoid_cudnn_attention(self.device)
-        self.net = models.build_model(spec.model, task, data.label_names, hp["method"], hp, self.device, data.tokenizer.pad_token_id, self.training.gradient_checkpointing)
+        self.net = models.build_model(spec.model, task, data.label_names, hp["method"], hp, self.device, data.tokenizer.pad_token_id,
+                                      self.training.gradient_checkpointing, base_dtype(self.device, self.training, hp["method"]))
         self.param_counts = models.count_params(self.net)
+        self.base_bits = models.frozen_weight_bits(self.net)
         self.model = ray.train.torch.prepare_model(self.net, move_to_device=False) if self.world > 1 else self.net
         self.forward = training_forward(self.model, self.training, fixed_length=bool(hp.get("packing", self.training.packing)))
 
@@ -400,6 +402,7 @@ class TrialRecipe:
             "gpu_hours": p.train_time * float(self.spec.resources.gpus_per_worker) * world / 3600,
             "gpus_per_worker": float(self.spec.resources.gpus_per_worker),  # packing may set or widen it
             "peak_memory_mb": peak_memory_mb(self.device),
+            "base_weight_bits": self.base_bits,  # the frozen weights' dtype as loaded (training.base_dtype)
             "trainable_params": trainable_params,
             "total_params": total_params,
             "world_size": world,

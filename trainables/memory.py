@@ -94,10 +94,12 @@ def shape_of(config: Any, auto_model: Any) -> ModelShape:
 
 
 def estimate(shape: ModelShape, method: str, *, batch: int, seq_len: int, lora_r: int = 16,
-             causal_lm: bool = False, gradient_checkpointing: bool = False) -> MemoryEstimate:
+             causal_lm: bool = False, gradient_checkpointing: bool = False, base_bytes: int | None = None) -> MemoryEstimate:
     """Peak GPU memory of one worker training ``shape`` with ``method`` on ``batch`` x ``seq_len``
     tokens per micro-batch. LoRA adapters are counted on every linear layer (the most a
-    ``target_modules`` preset can put there), so narrower presets only make it safer."""
+    ``target_modules`` preset can put there), so narrower presets only make it safer.
+    ``base_bytes``: bytes per frozen weight where ``training.base_dtype`` fixes it (None: the
+    checkpoint's dtype, what an unquantized base loads in otherwise)."""
     from trainables.methods import METHODS
 
     spec = METHODS[method]
@@ -106,8 +108,9 @@ def estimate(shape: ModelShape, method: str, *, batch: int, seq_len: int, lora_r
         weights = shape.block_linear_params * NF4_BYTES + rest * 4  # norms, embeddings, head: fp32
         family = "4bit"
     else:
-        weights = shape.params * shape.dtype_bytes
-        family = "16bit" if shape.dtype_bytes == 2 else "4bit"  # fp32 activations cost like the 4-bit path's
+        dtype_bytes = shape.dtype_bytes if base_bytes is None or spec.trains == "all" else base_bytes
+        weights = shape.params * dtype_bytes
+        family = "16bit" if dtype_bytes == 2 else "4bit"  # fp32 activations cost like the 4-bit path's
     if spec.trains == "all":
         trainable = shape.params * 3 * shape.dtype_bytes  # gradient + two AdamW moments in the weights' dtype
     elif "lora_r" in spec.hyperparams:  # a low-rank adapter on every targeted linear layer

@@ -54,6 +54,16 @@ def count_params(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+def frozen_weight_bits(model: torch.nn.Module) -> int:
+    """Bits per element of most frozen floating-point weights (0: nothing frozen, as in full
+    fine-tuning; a 4-bit base: its norms and embeddings, the rest is packed in integers)."""
+    elements: dict[int, int] = {}
+    for p in model.parameters():
+        if not p.requires_grad and p.is_floating_point():
+            elements[p.element_size() * 8] = elements.get(p.element_size() * 8, 0) + p.numel()
+    return max(elements, key=elements.__getitem__, default=0)
+
+
 TRAINED_HEAD_MODULES = ("classifier", "score", "pre_classifier", "qa_outputs")  # fresh task heads
 HEAD_WEIGHTS = "head.safetensors"  # what a ``head`` checkpoint holds
 FULL_WEIGHTS = "model.safetensors"  # what a ``full`` checkpoint holds (save_pretrained)
@@ -113,11 +123,47 @@ def keep_4bit_layout_trainable(model: torch.nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def build_model(ref: str, task: Task, label_names: list[str], method: str, hp: dict[str, Any], device: torch.device, pad_token_id: int | None, gradient_checkpointing: bool = False) -> torch.nn.Module:
+def _inputs_to_fp32(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def up(v: Any) -> Any:
+        return v.float() if torch.is_tensor(v) and v.is_floating_point() and v.dtype != torch.float32 else v
+
+    return tuple(up(a) for a in args), {k: up(v) for k, v in kwargs.items()}
+
+
+def heads_in_fp32(model: torch.nn.Module) -> None:
+    """Keep the task head (a fresh one that trains, and its peft ``modules_to_save`` copy) in
+    fp32 over a 16-bit base, and feed it fp32 features outside autocast.
+
+    A head loaded with a bf16 base would be trained in bf16: AdamW's small updates round away
+    on 8-bit mantissas. Under autocast the head's matmul runs in bf16 either way; in evaluation
+    (no autocast) its bf16 input would not match its fp32 weight, hence the cast on the way in.
+    Nothing changes where the base is fp32."""
+    if all(p.dtype == torch.float32 for p in model.parameters() if p.is_floating_point()):
+        return
+    for name, module in model.named_modules():
+        if name.split(".")[-1] in TRAINED_HEAD_MODULES:
+            module.float()
+            module.register_forward_pre_hook(_inputs_to_fp32, with_kwargs=True)
+
+
+def train_in_fp32(model: torch.nn.Module) -> None:
+    """Whatever trains is fp32 (the head as above; adapters are already, peft upcasts them)."""
+    heads_in_fp32(model)
+    for p in model.parameters():
+        if p.requires_grad and p.is_floating_point() and p.dtype != torch.float32:
+            p.data = p.data.float()
+
+
+def build_model(ref: str, task: Task, label_names: list[str], method: str, hp: dict[str, Any], device: torch.device, pad_token_id: int | None,
+                gradient_checkpointing: bool = False, base_dtype: torch.dtype | None = None) -> torch.nn.Module:
     """Base model + head for ``task``, quantized if the method asks, wrapped by peft (or, for
-    the ``full``/``head`` baselines, left plain with the right weights trainable)."""
+    the ``full``/``head`` baselines, left plain with the right weights trainable). ``base_dtype``
+    (``precision.base_dtype``; None: the checkpoint's own) is what the frozen weights load in;
+    what trains is fp32 unless the method trains every weight."""
     spec = METHODS[method]
     kwargs = base_kwargs(task, label_names)
+    if base_dtype is not None and not spec.quantized:
+        kwargs["dtype"] = base_dtype
     if spec.quantized:
         kwargs["quantization_config"] = spec.quantization(device)
         kwargs["device_map"] = {"": device}
@@ -138,9 +184,11 @@ def build_model(ref: str, task: Task, label_names: list[str], method: str, hp: d
             model.gradient_checkpointing_enable(**checkpointing)
     if spec.trains == "head":
         freeze_all_but_head(model)
-    if spec.peft_config is None:
-        return model
-    return get_peft_model(model, spec.peft_config(hp, task.peft_task_type, model.config.model_type))
+    if spec.peft_config is not None:
+        model = get_peft_model(model, spec.peft_config(hp, task.peft_task_type, model.config.model_type))
+    if spec.trains != "all":
+        train_in_fp32(model)
+    return model
 
 
 def save_trained(net: torch.nn.Module, folder: str, method: str) -> None:

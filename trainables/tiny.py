@@ -46,8 +46,10 @@ def as_decoder_tokenizer(tok: Any) -> Any:
     return tok
 
 
-def write_tiny_model(family: str, out: str | Path, seed: int = 0) -> Path:
-    """Write the tiny model and tokenizer to ``out``; returns the folder."""
+def write_tiny_model(family: str, out: str | Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """Write the tiny model and tokenizer to ``out``; returns the folder. ``dtype``: the
+    weights' dtype on disk, e.g. bfloat16 as Llama, Gemma and Mistral ship (transformers loads
+    a checkpoint in its own dtype unless told otherwise)."""
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
@@ -65,7 +67,7 @@ def write_tiny_model(family: str, out: str | Path, seed: int = 0) -> Path:
     if decoder:
         as_decoder_tokenizer(tok)
     out = Path(out)
-    model.save_pretrained(out)
+    model.to(getattr(torch, dtype)).save_pretrained(out)
     tok.save_pretrained(out)
     return out
 
@@ -74,11 +76,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainables.tiny", description=__doc__.splitlines()[0])
     p.add_argument("family", choices=FAMILIES)
     p.add_argument("out", help="folder to write")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="weights on disk (real Llama/Gemma/Mistral checkpoints are bfloat16)")
     args = p.parse_args(argv)
     from trainables.inference import quiet
 
     quiet()
-    print(write_tiny_model(args.family, args.out))
+    print(write_tiny_model(args.family, args.out, dtype=args.dtype))
     return 0
 
 

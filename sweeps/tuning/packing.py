@@ -81,7 +81,9 @@ def estimate_study(study: Any, seq_len: Optional[int] = None) -> tuple[str, memo
     training = study.training
     found = [
         (method, memory.estimate(shape, method, batch=training.batch_size, seq_len=seq_len or training.max_length, lora_r=largest_rank(study),
-                                 causal_lm=task.peft_task_type == "CAUSAL_LM", gradient_checkpointing=training.gradient_checkpointing))
+                                 causal_lm=task.peft_task_type == "CAUSAL_LM", gradient_checkpointing=training.gradient_checkpointing,
+                                 # auto: the checkpoint's bytes, safe on GPUs without bf16 (a trial on one with bf16 takes less)
+                                 base_bytes={"bf16": 2, "fp32": 4}.get(training.base_dtype)))
         for method in study.methods
     ]
     return max(found, key=lambda f: f[1].total_gib)
