@@ -139,6 +139,12 @@ class TrainingSpec:
     batch_size: int = 16  # per worker
     eval_batch_size: Optional[int] = None  # default: 2 x batch_size
     grad_accum: int = 1
+    # Rows per forward/backward pass: each batch is split into passes of at most this many and
+    # their gradients summed: the same step on the same data, less activation memory, slower
+    # at small sizes. null = the whole batch. A trial that runs out of memory with no larger
+    # GPU share to take halves it and resumes from its last checkpoint; gpus_per_worker: auto
+    # sets it when a whole batch would not fit one GPU.
+    micro_batch_size: Optional[int] = None
     max_length: int = 128  # tokens; longer texts are truncated
     seed: int = 42
     evals_per_epoch: int = 2  # eval points per epoch (what ASHA rungs count)
@@ -184,7 +190,7 @@ class TrainingSpec:
             "evals_per_epoch": self.evals_per_epoch, "doc_stride": self.doc_stride,
             "max_answer_length": self.max_answer_length, "max_new_tokens": self.max_new_tokens,
         }
-        for key in ("max_steps", "eval_every_steps", "eval_batch_size"):
+        for key in ("max_steps", "eval_every_steps", "eval_batch_size", "micro_batch_size"):
             if getattr(self, key) is not None:
                 positive[key] = getattr(self, key)
         for key, value in positive.items():

@@ -70,7 +70,7 @@ def test_out_of_memory_names_the_knobs_to_lower(monkeypatch):
     with pytest.raises(TrialOutOfMemory) as caught:
         loop.train_worker({"spec": SimpleNamespace(training=TRAINING), "hparams": {"method": "qlora"}, "data": [None]})
     text = str(caught.value)
-    for knob in ("training.batch_size=32", "training.max_length=256", "training.grad_accum", "training.gradient_checkpointing: true", "method=qlora"):
+    for knob in ("training.batch_size=32", "training.max_length=256", "lower training.micro_batch_size", "training.gradient_checkpointing: true", "method=qlora"):
         assert knob in text
     found = failures.describe(WorkerGroupError("x", {0: caught.value}), TRAINING, "qlora")
     assert found.kind == "out_of_memory" and found.line == text

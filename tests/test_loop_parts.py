@@ -232,3 +232,46 @@ def test_trials_on_cuda_keep_attention_off_cudnn_and_cpu_trials_are_untouched():
         assert not torch.backends.cuda.cudnn_sdp_enabled()
     finally:
         torch.backends.cuda.enable_cudnn_sdp(was)
+
+
+@pytest.mark.parametrize("task", ["single_label", "instruction"])
+def test_micro_batches_take_the_whole_batchs_gradient(task, tiny_llama):
+    """``training.micro_batch_size``: a batch in passes of 3 rows (the last one short), gradients
+    summed with each pass's share of the mean loss (rows; target tokens for causal LM, with
+    prompt tokens masked unevenly), gives the gradient of the whole batch in one pass."""
+    from trainables.loop import split_batch
+
+    tok = models.load_tokenizer(tiny_llama)
+    texts = ["so glad today", "this is awful and long and sad", "ok", "fine then", "what a day it was", "no", "yes yes yes yes"]
+    batch = dict(tok(texts, padding=True, return_tensors="pt"))
+    batch.pop("token_type_ids", None)
+    token_level = task == "instruction"
+    if token_level:
+        labels = batch["input_ids"].clone()
+        labels[batch["attention_mask"] == 0] = -100
+        labels[:3, :4] = -100  # prompts of different lengths: passes hold different target counts
+        batch["labels"] = labels
+    else:
+        batch["labels"] = torch.tensor([0, 1, 0, 1, 1, 0, 1])
+    torch.manual_seed(0)
+    net = models.build_model(tiny_llama, TASKS[task], ["a", "b"], "lora", {"lora_r": 4, "lora_dropout": 0.0}, CPU, tok.pad_token_id)
+    net.eval()  # no dropout: the two ways must agree to float error
+    trained = [p for p in net.parameters() if p.requires_grad]
+
+    def gradients(rows):
+        for p in trained:
+            p.grad = None
+        parts = split_batch(batch, rows, token_level)
+        total = 0.0
+        for part, share in parts:
+            loss = net(**part).loss * share
+            loss.backward()
+            total += float(loss)
+        return total, [p.grad.clone() for p in trained], len(parts)
+
+    whole_loss, whole, n = gradients(None)
+    split_loss, split, parts = gradients(3)
+    assert n == 1 and parts == 3
+    assert split_loss == pytest.approx(whole_loss, rel=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(whole, split))
+    assert any(a.abs().sum() > 0 for a in whole)

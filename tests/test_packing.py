@@ -117,6 +117,38 @@ def test_an_in_process_trial_out_of_memory_retries_in_a_train_worker_with_a_larg
     assert [(r.in_process, r.gpus_per_worker) for r in attempts] == [(True, 0.25), (False, 0.5)]
 
 
+def test_out_of_memory_on_a_whole_gpu_halves_the_rows_per_pass_then_fails_with_the_knobs(monkeypatch, capsys):
+    """Packed: first a wider share; at a whole GPU: half the rows per pass each time (the same
+    batch: gradients summed, tests/test_loop_parts.py), down to one, then the trial fails with
+    one line. (The attempts are stand-ins; a real out of memory needs a real GPU.)"""
+    from types import SimpleNamespace
+
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    from core.specs import ResourcesSpec, TrainingSpec
+    from trainables import trial
+    from trainables.spec import TrialSpec
+
+    attempts, reported = [], []
+
+    def attempt(config, spec, data, ctx, started):
+        attempts.append((spec.resources.gpus_per_worker, spec.training.micro_batch_size))
+        oom = failures.out_of_memory(spec.training, "lora")
+        raise oom if spec.resources.in_process else WorkerGroupError("a worker failed", {0: oom})  # how a Train run raises it
+
+    monkeypatch.setattr(trial, "_train", attempt)
+    monkeypatch.setattr(trial.tune, "get_context", lambda: SimpleNamespace(get_trial_name=lambda: "t", get_trial_dir=lambda: "/nonexistent"))
+    monkeypatch.setattr(trial.tune, "report", reported.append)
+    monkeypatch.setattr(trial, "wait_until_tune_has_every_report", lambda: None)
+    spec = TrialSpec(model="m", task=TASKS["single_label"], training=TrainingSpec(batch_size=12), metric="f1_macro", mode="max", train_storage="/tmp/x",
+                     resources=ResourcesSpec(gpus_per_worker=0.5, in_process=True), worker_start_timeout_s=1.0)
+    trial.run_trial({"method": "lora"}, spec, [None])
+    assert attempts == [(0.5, None), (1.0, None), (1.0, 6), (1.0, 3), (1.0, 1)]
+    assert "out of memory at 12 rows per pass; retrying at 6" in capsys.readouterr().out
+    assert len(reported) == 1 and reported[0]["f1_macro"] == float("-inf")
+    assert trial.smaller_micro_batch(failures.Failure("diverged", "x"), TrainingSpec()) is None, "only memory is worth a retry"
+
+
 def _study(path: str, **resources):
     from sweeps.study import load_study
 
@@ -167,6 +199,36 @@ def test_auto_without_a_readable_gpu_size_is_one_line_naming_the_field(tmp_path,
     with pytest.raises(StudyError) as caught:
         packing.plan(study)
     assert caught.value.field == "resources.gpu_memory_gb" and "80 for an H100" in str(caught.value)
+
+
+def test_a_batch_too_large_for_one_gpu_is_planned_in_smaller_passes(tmp_path, tiny_llama):
+    """Llama-3.2-1B's shape (config and tokenizer only: the plan reads no weight), LoRA at
+    16 x 2048 tokens on a 24 GiB GPU: a whole batch does not fit, half or less does; the plan
+    keeps the batch and sets the rows per pass, which the trials get and the parent run logs."""
+    from transformers import AutoConfig
+
+    from sweeps.tuning import packing
+    from trainables.model import load_tokenizer
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gpu_check import SHAPES
+
+    family, dims = SHAPES["llama-3.2-1b"]
+    model = tmp_path / "llama-1b-shape"
+    AutoConfig.for_model(family, pad_token_id=0, dtype="bfloat16", **dims).save_pretrained(model)
+    load_tokenizer(tiny_llama).save_pretrained(model)
+    resources = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": "auto", "gpu_memory_gb": 24}
+    study = _study(write_study(tmp_path, base_study(str(model), resources=resources, training={"epochs": 1, "batch_size": 16, "max_length": 2048})))
+    whole = packing.estimate_study(study)[1].total_gib
+    assert whole > 24 * 0.9, "the premise: a whole batch does not fit"
+    plan = packing.plan(study)
+    assert plan is not None and plan.per_gpu >= 1 and plan.micro_batch_size in (8, 4, 2, 1)
+    assert plan.estimate.total_gib <= 24 * 0.9 and packing.estimate_study(study, rows=plan.micro_batch_size * 2)[1].total_gib > 24 * 0.9, "the largest pass that fits"
+    packed = packing.apply(study, plan)
+    assert packed.training.micro_batch_size == plan.micro_batch_size and packed.training.batch_size == 16
+    assert plan.params()["packing.micro_batch_size"] == plan.micro_batch_size and f"in passes of {plan.micro_batch_size} rows" in plan.line()
+    roomy = packing.plan(_study(write_study(tmp_path, base_study(str(model), resources=resources, training={"epochs": 1, "batch_size": 4, "max_length": 2048}))))
+    assert roomy.micro_batch_size is None and "packing.micro_batch_size" not in roomy.params(), "a batch that fits stays whole"
 
 
 def test_a_trial_larger_than_the_gpu_is_refused_with_the_knobs_to_turn(tmp_path, tiny_llama):

@@ -63,8 +63,9 @@ class TrialOutOfMemory(RuntimeError):
 def out_of_memory(training: Any, method: str) -> TrialOutOfMemory:
     return TrialOutOfMemory(
         f"out of memory with method={method}, training.batch_size={training.batch_size}, "
-        f"training.max_length={training.max_length}: lower training.batch_size (raise training.grad_accum "
-        "to keep the effective batch), lower training.max_length, or set training.gradient_checkpointing: true"
+        f"training.micro_batch_size={training.micro_batch_size}, training.max_length={training.max_length}: "
+        + ("lower training.micro_batch_size (rows per pass, same batch), " if training.micro_batch_size != 1 else "")
+        + "lower training.max_length, set training.gradient_checkpointing: true, or use qlora"
     )
 
 

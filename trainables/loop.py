@@ -153,6 +153,23 @@ def training_forward(model: torch.nn.Module, training: TrainingSpec, fixed_lengt
     return torch.compile(model, dynamic=None if fixed_length else True)
 
 
+def split_batch(batch: dict[str, torch.Tensor], rows: Optional[int], token_level: bool) -> list[tuple[dict[str, torch.Tensor], float]]:
+    """One loaded batch as passes of at most ``rows`` rows (``training.micro_batch_size``; None:
+    one pass), each with its share of the batch's mean loss: its rows, or for a token-level loss
+    (causal LM) its target tokens, so the summed gradients are the whole batch's. Passes with no
+    target token are left out (their mean loss is undefined; they add nothing)."""
+    size = len(batch["input_ids"])
+    if not rows or rows >= size:
+        return [(batch, 1.0)]
+    parts = [{k: v[i:i + rows] for k, v in batch.items()} for i in range(0, size, rows)]
+    if token_level and "labels" in batch:
+        counts = [float((part["labels"][:, 1:] != -100).sum()) for part in parts]
+    else:
+        counts = [float(len(part["input_ids"])) for part in parts]
+    total = sum(counts)
+    return [(part, n / total) for part, n in zip(parts, counts) if n > 0]
+
+
 @dataclasses.dataclass(frozen=True)
 class Session:
     """Where the loop runs, reports and resumes from: a Ray Train worker (Tune hears the reports
@@ -267,6 +284,7 @@ class TrialRecipe:
         self.base_bits = models.frozen_weight_bits(self.net)
         self.model = ray.train.torch.prepare_model(self.net, move_to_device=False) if self.world > 1 else self.net
         self.forward = training_forward(self.model, self.training, fixed_length=bool(hp.get("packing", self.training.packing)))
+        self.token_level = task.peft_task_type == "CAUSAL_LM"  # loss: mean over target tokens, not rows
 
         collate = kind.collator(data.tokenizer, task)
         self.generator = torch.Generator().manual_seed(self.seed)
@@ -350,18 +368,21 @@ class TrialRecipe:
             self.epoch_rng = self.generator.get_state()
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> bool:
-        """One micro-batch forward/backward; every ``grad_accum``-th an optimizer step (True)."""
+        """One loaded batch's forward/backward (in passes of ``training.micro_batch_size`` rows,
+        gradients summed); every ``grad_accum``-th batch an optimizer step (True)."""
         p, accum = self.progress, self.training.grad_accum
         t0, c0 = time.perf_counter(), time.process_time()
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        with autocast(self.device, self.amp):
-            loss = self.forward(**batch).loss / accum
-        loss.backward()
+        loss_value = 0.0
+        for part, share in split_batch(batch, self.training.micro_batch_size, self.token_level):
+            with autocast(self.device, self.amp):
+                loss = self.forward(**part).loss * (share / accum)
+            loss.backward()
+            loss_value += float(loss.detach()) * accum
         p.micro += 1
         p.micro_in_epoch += 1
         p.seen += len(batch["input_ids"])
         p.tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-        loss_value = float(loss.detach()) * accum
         check_finite(p.step + 1, {"train loss": loss_value})
         self.loss_sum += loss_value
         self.loss_n += 1
@@ -403,6 +424,8 @@ class TrialRecipe:
             "gpus_per_worker": float(self.spec.resources.gpus_per_worker),  # packing may set or widen it
             "peak_memory_mb": peak_memory_mb(self.device),
             "base_weight_bits": self.base_bits,  # the frozen weights' dtype as loaded (training.base_dtype)
+            # rows per forward/backward pass: below batch_size when set, planned or halved after an out of memory
+            "micro_batch_size": min(self.training.micro_batch_size or self.training.batch_size, self.training.batch_size),
             "trainable_params": trainable_params,
             "total_params": total_params,
             "world_size": world,

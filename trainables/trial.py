@@ -83,6 +83,15 @@ def wider_share(failure: failures.Failure, resources: ResourcesSpec) -> Optional
     return memory.fallback_share(share)
 
 
+def smaller_micro_batch(failure: failures.Failure, training: Any) -> Optional[int]:
+    """After an out of memory with no larger GPU share to take: half the rows per pass (the
+    batch, the data order and so the run stay the same; ``split_batch``); None at one row."""
+    if failure.kind != "out_of_memory":
+        return None
+    rows = min(training.micro_batch_size or training.batch_size, training.batch_size)
+    return rows // 2 if rows > 1 else None
+
+
 def jemalloc() -> Optional[str]:
     """The jemalloc that ships inside Ray's wheel (None where this Ray has none)."""
     path = os.path.join(os.path.dirname(ray.__file__), "core", "libjemalloc.so")
@@ -182,6 +191,15 @@ def run_trial(config: dict[str, Any], spec: TrialSpec, data: list[Any]) -> None:
                 spec = dataclasses.replace(spec, resources=resources)
                 # the larger share may have to wait for other trials to end
                 os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(max(spec.worker_start_timeout_s, resources.autoscale_timeout_s))
+                continue
+            rows = smaller_micro_batch(failure, spec.training)
+            if rows is not None:
+                # A whole GPU (or the CPU's memory) is too small for this many rows at once:
+                # again in passes of half as many, from the last checkpoint, where one exists.
+                print(f"{ctx.get_trial_name()}: out of memory at {spec.training.micro_batch_size or spec.training.batch_size} rows per pass; "
+                      f"retrying at {rows} (training.micro_batch_size; same batch of {spec.training.batch_size})")
+                release_cuda_memory()
+                spec = dataclasses.replace(spec, training=dataclasses.replace(spec.training, micro_batch_size=rows))
                 continue
             # Ends the trial here, not as a Tune error that Tune would retry: the same error again.
             _write_error_file(ctx, exc)

@@ -30,15 +30,18 @@ class Packing:
     per_gpu: int
     share: float  # what each worker asks Ray for
     seq_len: int  # tokens per row the estimate assumed
+    micro_batch_size: Optional[int] = None  # rows per pass, set when a whole batch would not fit one GPU
 
     def line(self) -> str:
-        return (f"packing: a trial ({self.method}, rows of up to {self.seq_len} tokens) needs about {self.estimate.describe()}; "
+        passes = f", in passes of {self.micro_batch_size} rows (training.micro_batch_size)" if self.micro_batch_size else ""
+        return (f"packing: a trial ({self.method}, rows of up to {self.seq_len} tokens{passes}) needs about {self.estimate.describe()}; "
                 f"{self.per_gpu} trial(s) per {self.gpu_gib:.0f} GiB GPU -> gpus_per_worker {self.share:g}")
 
     def params(self) -> dict[str, Any]:
         """What the parent MLflow run records of the decision."""
         return {"packing.estimated_peak_gib": round(self.estimate.total_gib, 2), "packing.trials_per_gpu": self.per_gpu, "packing.seq_len": self.seq_len,
-                "packing.gpu_memory_gib": round(self.gpu_gib, 1), "packing.gpus_per_worker": self.share}
+                "packing.gpu_memory_gib": round(self.gpu_gib, 1), "packing.gpus_per_worker": self.share,
+                **({"packing.micro_batch_size": self.micro_batch_size} if self.micro_batch_size else {})}
 
 
 def largest_rank(study: Any) -> int:
@@ -64,9 +67,14 @@ def trained_length(study: Any, prepared: Any) -> int:
     return min(max_length, max((len(ids) for ids in lengths), default=max_length))
 
 
-def estimate_study(study: Any, seq_len: Optional[int] = None) -> tuple[str, memory.MemoryEstimate]:
+def rows_per_pass(training: Any) -> int:
+    """Rows one forward/backward pass holds: the batch, or ``micro_batch_size`` if smaller."""
+    return min(training.micro_batch_size or training.batch_size, training.batch_size)
+
+
+def estimate_study(study: Any, seq_len: Optional[int] = None, rows: Optional[int] = None) -> tuple[str, memory.MemoryEstimate]:
     """The largest per-trial estimate over the study's methods, at ``seq_len`` tokens a row
-    (default: ``training.max_length``)."""
+    (default: ``training.max_length``) and ``rows`` per pass (default: ``rows_per_pass``)."""
     from transformers import AutoConfig
 
     from trainables.model import resolve
@@ -80,7 +88,7 @@ def estimate_study(study: Any, seq_len: Optional[int] = None) -> tuple[str, memo
     shape = memory.shape_of(config, task.auto_model)
     training = study.training
     found = [
-        (method, memory.estimate(shape, method, batch=training.batch_size, seq_len=seq_len or training.max_length, lora_r=largest_rank(study),
+        (method, memory.estimate(shape, method, batch=rows or rows_per_pass(training), seq_len=seq_len or training.max_length, lora_r=largest_rank(study),
                                  causal_lm=task.peft_task_type == "CAUSAL_LM", gradient_checkpointing=training.gradient_checkpointing,
                                  # auto: the checkpoint's bytes, safe on GPUs without bf16 (a trial on one with bf16 takes less)
                                  base_bytes={"bf16": 2, "fp32": 4}.get(training.base_dtype)))
@@ -120,18 +128,25 @@ def plan(study: Any, gpu_gib: Optional[float] = None, seq_len: Optional[int] = N
         raise StudyError("resources.gpu_memory_gb", "gpus_per_worker: auto needs each GPU's memory and none could be read from the cluster",
                          "set resources.gpu_memory_gb (e.g. 80 for an H100, 24 for an L4), or a number for gpus_per_worker")
     seq_len = seq_len or study.training.max_length
-    method, estimate = estimate_study(study, seq_len)
+    rows = rows_per_pass(study.training)
+    method, estimate = estimate_study(study, seq_len, rows)
     per_gpu = memory.trials_per_gpu(estimate.total_gib, gpu_gib, resources.gpu_memory_headroom, resources.max_trials_per_gpu)
+    micro = study.training.micro_batch_size
+    while per_gpu < 1 and rows > 1:  # a whole batch does not fit one GPU: the same batch in smaller passes
+        rows = micro = rows // 2
+        method, estimate = estimate_study(study, seq_len, rows)
+        per_gpu = memory.trials_per_gpu(estimate.total_gib, gpu_gib, resources.gpu_memory_headroom, resources.max_trials_per_gpu)
     if per_gpu < 1:
-        raise StudyError("resources.gpus_per_worker", f"a {method} trial needs about {estimate.total_gib:.0f} GiB, more than a {gpu_gib:.0f} GiB GPU holds",
-                         "set training.gradient_checkpointing: true, use qlora, lower training.batch_size / max_length, or use larger GPUs")
-    return Packing(estimate, method, gpu_gib, per_gpu, memory.share(per_gpu), seq_len)
+        raise StudyError("resources.gpus_per_worker", f"a {method} trial needs about {estimate.total_gib:.0f} GiB even one row at a time, more than a {gpu_gib:.0f} GiB GPU holds",
+                         "set training.gradient_checkpointing: true, use qlora, lower training.max_length, or use larger GPUs")
+    return Packing(estimate, method, gpu_gib, per_gpu, memory.share(per_gpu), seq_len, micro if micro != study.training.micro_batch_size else None)
 
 
 def apply(study: Any, packing: Optional[Packing]) -> Any:
     """``study`` with its GPU share fixed by ``packing`` (unchanged without one)."""
     if packing is None:
         return study
-    packed = dataclasses.replace(study, resources=dataclasses.replace(study.resources, gpus_per_worker=packing.share))
+    training = dataclasses.replace(study.training, micro_batch_size=packing.micro_batch_size) if packing.micro_batch_size else study.training
+    packed = dataclasses.replace(study, resources=dataclasses.replace(study.resources, gpus_per_worker=packing.share), training=training)
     packed.space = study.space  # not an init field: replace() leaves it unset
     return packed
