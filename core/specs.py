@@ -137,7 +137,7 @@ class TrainingSpec:
     epochs: float = 1.0
     max_steps: Optional[int] = None  # optimizer steps; overrides epochs
     batch_size: int = 16  # per worker
-    eval_batch_size: Optional[int] = None  # default: 2 x batch_size
+    eval_batch_size: Optional[int] = None  # default: 2 x the rows per pass (batch_size, or micro_batch_size if smaller)
     grad_accum: int = 1
     # Rows per forward/backward pass: each batch is split into passes of at most this many and
     # their gradients summed: the same step on the same data, less activation memory, slower
@@ -183,6 +183,11 @@ class TrainingSpec:
     packing: bool = False
     generate_samples: int = 16
     max_new_tokens: int = 64
+
+    @property
+    def rows_per_pass(self) -> int:
+        """Rows one forward/backward pass holds: the batch, or ``micro_batch_size`` if smaller."""
+        return min(self.micro_batch_size or self.batch_size, self.batch_size)
 
     def validate(self, path: str) -> None:
         positive = {

@@ -291,7 +291,8 @@ class TrialRecipe:
         train_rows = kind.train_split(data, hp, self.training)  # instruction tuning may pack examples here
         self.loader = train_loader(train_rows, self.training, collate, self.generator, self.world)
         self.amp = autocast_dtype(self.device, self.training.precision)
-        eval_bs = self.training.eval_batch_size or 2 * self.training.batch_size
+        # twice the rows of a training pass (no gradients): an out of memory that halves those halves these
+        eval_bs = self.training.eval_batch_size or 2 * self.training.rows_per_pass
         # Own generators: a loader without one draws its base seed from the global RNG, so each
         # eval would shift the training dropout masks and results would depend on eval cadence.
         eval_loaders = {
@@ -425,7 +426,7 @@ class TrialRecipe:
             "peak_memory_mb": peak_memory_mb(self.device),
             "base_weight_bits": self.base_bits,  # the frozen weights' dtype as loaded (training.base_dtype)
             # rows per forward/backward pass: below batch_size when set, planned or halved after an out of memory
-            "micro_batch_size": min(self.training.micro_batch_size or self.training.batch_size, self.training.batch_size),
+            "micro_batch_size": self.training.rows_per_pass,
             "trainable_params": trainable_params,
             "total_params": total_params,
             "world_size": world,

@@ -88,8 +88,7 @@ def smaller_micro_batch(failure: failures.Failure, training: Any) -> Optional[in
     batch, the data order and so the run stay the same; ``split_batch``); None at one row."""
     if failure.kind != "out_of_memory":
         return None
-    rows = min(training.micro_batch_size or training.batch_size, training.batch_size)
-    return rows // 2 if rows > 1 else None
+    return training.rows_per_pass // 2 if training.rows_per_pass > 1 else None
 
 
 def jemalloc() -> Optional[str]:
@@ -196,7 +195,7 @@ def run_trial(config: dict[str, Any], spec: TrialSpec, data: list[Any]) -> None:
             if rows is not None:
                 # A whole GPU (or the CPU's memory) is too small for this many rows at once:
                 # again in passes of half as many, from the last checkpoint, where one exists.
-                print(f"{ctx.get_trial_name()}: out of memory at {spec.training.micro_batch_size or spec.training.batch_size} rows per pass; "
+                print(f"{ctx.get_trial_name()}: out of memory at {spec.training.rows_per_pass} rows per pass; "
                       f"retrying at {rows} (training.micro_batch_size; same batch of {spec.training.batch_size})")
                 release_cuda_memory()
                 spec = dataclasses.replace(spec, training=dataclasses.replace(spec.training, micro_batch_size=rows))

@@ -67,14 +67,9 @@ def trained_length(study: Any, prepared: Any) -> int:
     return min(max_length, max((len(ids) for ids in lengths), default=max_length))
 
 
-def rows_per_pass(training: Any) -> int:
-    """Rows one forward/backward pass holds: the batch, or ``micro_batch_size`` if smaller."""
-    return min(training.micro_batch_size or training.batch_size, training.batch_size)
-
-
 def estimate_study(study: Any, seq_len: Optional[int] = None, rows: Optional[int] = None) -> tuple[str, memory.MemoryEstimate]:
     """The largest per-trial estimate over the study's methods, at ``seq_len`` tokens a row
-    (default: ``training.max_length``) and ``rows`` per pass (default: ``rows_per_pass``)."""
+    (default: ``training.max_length``) and ``rows`` per pass (default: ``training.rows_per_pass``)."""
     from transformers import AutoConfig
 
     from trainables.model import resolve
@@ -88,7 +83,7 @@ def estimate_study(study: Any, seq_len: Optional[int] = None, rows: Optional[int
     shape = memory.shape_of(config, task.auto_model)
     training = study.training
     found = [
-        (method, memory.estimate(shape, method, batch=rows or rows_per_pass(training), seq_len=seq_len or training.max_length, lora_r=largest_rank(study),
+        (method, memory.estimate(shape, method, batch=rows or training.rows_per_pass, seq_len=seq_len or training.max_length, lora_r=largest_rank(study),
                                  causal_lm=task.peft_task_type == "CAUSAL_LM", gradient_checkpointing=training.gradient_checkpointing,
                                  # auto: the checkpoint's bytes, safe on GPUs without bf16 (a trial on one with bf16 takes less)
                                  base_bytes={"bf16": 2, "fp32": 4}.get(training.base_dtype)))
@@ -128,7 +123,7 @@ def plan(study: Any, gpu_gib: Optional[float] = None, seq_len: Optional[int] = N
         raise StudyError("resources.gpu_memory_gb", "gpus_per_worker: auto needs each GPU's memory and none could be read from the cluster",
                          "set resources.gpu_memory_gb (e.g. 80 for an H100, 24 for an L4), or a number for gpus_per_worker")
     seq_len = seq_len or study.training.max_length
-    rows = rows_per_pass(study.training)
+    rows = study.training.rows_per_pass
     method, estimate = estimate_study(study, seq_len, rows)
     per_gpu = memory.trials_per_gpu(estimate.total_gib, gpu_gib, resources.gpu_memory_headroom, resources.max_trials_per_gpu)
     micro = study.training.micro_batch_size
