@@ -60,7 +60,8 @@ def _gpus(study: Study, r: ResourcesSpec) -> str:
     plan = packing.plan(study)
     assert plan is not None
     return (f"auto = {plan.share:g}: {plan.per_gpu} trial(s) per {plan.gpu_gib:g} GiB GPU, ~{plan.estimate.total_gib:.1f} GiB per {plan.method} trial "
-            f"at {plan.seq_len}-token rows (the sweep sizes by the longest training row, so it may pack more)")
+            f"at {plan.seq_len}-token rows (the sweep sizes by the longest training row, so it may pack more)"
+            + (f", in passes of {plan.micro_batch_size} rows (training.micro_batch_size: a whole batch would not fit)" if plan.micro_batch_size else ""))
 
 
 def _range(p: Param) -> str:

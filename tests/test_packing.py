@@ -227,6 +227,9 @@ def test_a_batch_too_large_for_one_gpu_is_planned_in_smaller_passes(tmp_path, ti
     packed = packing.apply(study, plan)
     assert packed.training.micro_batch_size == plan.micro_batch_size and packed.training.batch_size == 16
     assert plan.params()["packing.micro_batch_size"] == plan.micro_batch_size and f"in passes of {plan.micro_batch_size} rows" in plan.line()
+    from sweeps.dry_run import describe
+
+    assert f"in passes of {plan.micro_batch_size} rows" in describe(study)
     roomy = packing.plan(_study(write_study(tmp_path, base_study(str(model), resources=resources, training={"epochs": 1, "batch_size": 4, "max_length": 2048}))))
     assert roomy.micro_batch_size is None and "packing.micro_batch_size" not in roomy.params(), "a batch that fits stays whole"
 
