@@ -97,3 +97,92 @@ def test_first_points_run_first_and_one_value_choices_fill_themselves():
     assert first == {**lora, "target_modules": "all-linear"}
     assert second == {**ia3, "target_modules": "all-linear"}
     assert third["method"] in names and 1e-3 <= third["learning_rate"] <= 1e-2
+
+
+# A 27-point discrete space (the one bench/search_efficiency.py searches).
+DISCRETE = {"lora_r": [4, 8], "lora_alpha_ratio": [2, 4], "lora_dropout": [0.0], "learning_rate": [0.001, 0.003, 0.01],
+            "warmup_ratio": [0.1], "lr_scheduler": ["linear"]}
+THREE = ["lora", "qlora", "ia3"]
+
+
+def _drive(searcher, n, at_once=1, start=0, score=lambda c, i: (i * 7919 % 101) / 101):
+    """Suggest up to ``n`` configs (trial ids from ``start``), ``at_once`` running together; the
+    configs handed out."""
+    from ray.tune.search import Searcher
+
+    configs, running = [], []
+    for i in range(start, start + n):
+        config = searcher.suggest(f"t{i}")
+        if config is Searcher.FINISHED:
+            break
+        configs.append(config)
+        running.append((f"t{i}", config, i))
+        if len(running) == at_once:
+            tid, c, j = running.pop(0)
+            searcher.on_trial_complete(tid, {"f1_macro": score(c, j)})
+    return configs
+
+
+def _points(configs):
+    return [tuple(sorted(c.items())) for c in configs]
+
+
+@pytest.mark.parametrize("algorithm", ["optuna", "random"])
+@pytest.mark.parametrize("at_once", [1, 2])
+def test_sampled_searches_never_run_a_point_twice_and_end_when_the_space_is_spent(algorithm, at_once):
+    """TPE and random sampling propose taken points again on a discrete space (optuna#2021;
+    1-3 of 9 trials per seed on this space before): each configuration is handed out once,
+    also while its twin is still running, and after all 27 the search says FINISHED."""
+    from sweeps.tuning.searchers import SEARCHERS
+
+    space = load_space("small_encoder", DISCRETE)
+    for seed in range(2):
+        searcher = SEARCHERS[algorithm].make(space, THREE, metric="f1_macro", mode="max", seed=seed, num_samples=9)
+        configs = _drive(searcher, 40, at_once)
+        assert len(configs) == 27 and len(set(_points(configs))) == 27
+        assert {c["method"] for c in configs} == set(THREE)
+        # what Optuna holds: every handed-out point once as a real trial, the redraws as failed twins
+        trials = searcher._ot_study.trials
+        real = [t for t in trials if "repeat_of" not in t.user_attrs]
+        assert len(real) == 27 and all(t.state != optuna.trial.TrialState.FAIL for t in real)
+        twins = [t for t in trials if "repeat_of" in t.user_attrs]
+        assert len(twins) == searcher.repeats_skipped and all(t.state == optuna.trial.TrialState.FAIL for t in twins)
+        assert all(t.params == trials[t.user_attrs["repeat_of"]].params for t in twins)
+
+
+def test_distinct_points_survive_a_saved_and_restored_searcher(tmp_path):
+    """Tune saves the searcher with the experiment (``--resume``): a restored one still knows
+    which points are taken."""
+    from sweeps.tuning.searchers import optuna_tpe
+
+    space = load_space("small_encoder", DISCRETE)
+    first = optuna_tpe(space, THREE, "f1_macro", "max", seed=3, num_samples=27)
+    before = _drive(first, 10)
+    first.save(str(tmp_path / "searcher.pkl"))
+    second = optuna_tpe(space, THREE, "f1_macro", "max", seed=3, num_samples=27)
+    second.restore(str(tmp_path / "searcher.pkl"))
+    after = _drive(second, 30, start=10)
+    assert len(before) + len(after) == 27 and len(set(_points(before + after))) == 27
+
+
+def test_an_endless_space_is_sampled_as_optuna_samples_it():
+    """With a continuous range nothing is listed or refused: 40 trials from a 2-method space."""
+    from sweeps.tuning.searchers import optuna_points, optuna_tpe
+
+    space = load_space("small_encoder", {**DISCRETE, "learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-2}})
+    assert optuna_points(space, THREE) is None
+    configs = _drive(optuna_tpe(space, THREE, "f1_macro", "max", seed=0, num_samples=40), 40)
+    assert len(configs) == 40
+
+
+def test_extend_refuses_a_finite_space_whose_points_have_all_run():
+    """``--extend`` on a spent space would run nothing: the taken points are counted from the
+    earlier trials as Optuna holds them (a one-line StudyError names the fix in sweeps.tuning.extend)."""
+    from sweeps.tuning.searchers import optuna_tpe, points_left
+
+    space = load_space("small_encoder", DISCRETE)
+    searcher = optuna_tpe(space, THREE, "f1_macro", "max", seed=0, num_samples=27)
+    _drive(searcher, 20)
+    assert points_left(space, THREE, searcher._ot_study) == 7
+    _drive(searcher, 40, start=20)
+    assert points_left(space, THREE, searcher._ot_study) == 0

@@ -179,6 +179,27 @@ def test_extend_bad_input_is_one_line_and_writes_nothing(workdir, minilm_path, c
     assert not (workdir / "mlflow.db").exists() and not (workdir / "ray_results").exists()
 
 
+def test_a_sampled_search_runs_each_point_of_a_finite_space_once_then_extend_says_it_is_spent(ray_cluster, workdir, minilm_path, capsys):
+    """Optuna on a 2-point space with num_samples 4, through real Tune and MLflow: two trials,
+    one per point (Tune ends the search when the searcher has no new point), and a later
+    ``--extend`` refuses in one line, writing nothing, instead of running nothing."""
+    study = base_study(minilm_path, search={"algorithm": "optuna", "num_samples": 4, "metric": "f1_macro", "mode": "max", "seed": 0})
+    study["search_space"]["overrides"]["learning_rate"] = [3e-3, 1e-2]
+    path = write_study(workdir, study)
+    assert main([path]) == 0
+    client, runs = mlflow_runs(workdir, "unit")
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(float(r.data.params["learning_rate"]) for r in kids) == [3e-3, 1e-2]
+    assert parent.data.metrics["trials_trials"] == 2 and parent.info.status == "FINISHED"
+    capsys.readouterr()
+    assert main([path, "--extend", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: --extend: every one of the space's 2 points has run already"), err
+    _, after = mlflow_runs(workdir, "unit")
+    assert len(after) == len(runs) and client.get_run(parent.info.run_id).data.tags.get("extended") is None
+
+
 def test_micro_batches_train_the_same_model_as_whole_batches(ray_cluster, workdir, tiny_llama):
     """``training.micro_batch_size`` through a real sweep (Tune, the trial loop, MLflow): batches
     of 16 in passes of 5 rows (the last pass short) train the same model as whole batches: the

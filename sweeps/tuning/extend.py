@@ -23,7 +23,7 @@ from sweeps.reporting import leaderboard
 from sweeps.reporting.optuna_view import as_optuna_study
 from sweeps.study import Study
 from sweeps.tracking import runs, store
-from sweeps.tuning.searchers import WarmStart
+from sweeps.tuning.searchers import WarmStart, points_left
 
 STUDY_NAME = "earlier-trials"
 
@@ -54,7 +54,11 @@ def prepare(study: Study, trials: int) -> Extension:
     scores = leaderboard.score_trials(client, search, metric, mode)
     space = runs.parent_yaml(client, parent, runs.SPACE_FILE) or {}
     storage = optuna.storages.InMemoryStorage()
-    as_optuna_study(scores, space, list(study.methods), mode, client, metric, storage=storage, name=STUDY_NAME, failed_as_worst=True)
+    earlier = as_optuna_study(scores, space, list(study.methods), mode, client, metric, storage=storage, name=STUDY_NAME, failed_as_worst=True)
+    assert study.space is not None
+    if points_left(study.space, list(study.methods), earlier) == 0:  # the searcher never repeats a point: nothing would run
+        raise StudyError("--extend", f"every one of the space's {study.space.grid_size(list(study.methods))} points has run already",
+                         "widen the space (--set search_space.overrides.NAME=[...] with new values, or a range)")
     # scores come best first; a failed trial's score before it failed is no model to beat
     best = next((s.best for s in scores if s.best is not None and s.run.data.tags.get("status") != "failed"), None)
     return Extension(trials, parent, WarmStart(storage, STUDY_NAME), len(search), best)

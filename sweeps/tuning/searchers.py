@@ -5,7 +5,8 @@ module imported at the bottom of this one); ``search.algorithm`` and ``--search`
 
 Random and TPE both run through Ray's ``OptunaSearch`` with a define-by-run space, which is
 how one space stays conditional (IA3 trials never sample a rank); only the Optuna sampler
-differs. Grid enumerates the space per method and serves the points as a Tune Searcher.
+differs, and neither runs a point twice (``DistinctOptunaSearch``). Grid enumerates the space
+per method and serves the points as a Tune Searcher.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 import pickle
 from typing import Any, Callable, Optional
 
+import numpy as np
 import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -58,6 +60,89 @@ class DefineByRun:
         return constants
 
 
+TAKEN = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.PRUNED)
+
+
+# Past this many points a space is treated as endless: listing it would cost more than the
+# rare repeat it saves.
+MAX_LISTED_POINTS = 100_000
+
+
+def _key(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(params.items()))
+
+
+def taken_points(study: optuna.Study) -> dict[tuple[tuple[str, Any], ...], int]:
+    """The points an Optuna study has run or is running, each with its first trial's number."""
+    taken: dict[tuple[tuple[str, Any], ...], int] = {}
+    for t in study.get_trials(deepcopy=False, states=TAKEN):
+        taken.setdefault(_key(t.params), t.number)
+    return taken
+
+
+class DistinctOptunaSearch(OptunaSearch):
+    """Ray's ``OptunaSearch`` that never hands out a configuration already run or running.
+
+    On a discrete space TPE and random sampling propose points again (optuna#2021): on the
+    27-point space of ``bench/search_efficiency.py``, 1 to 3 of each seed's 9 trials were repeats,
+    a third of the budget at worst. A repeat is told to Optuna as failed (its samplers skip
+    failed trials, so nothing is learned twice; the trial's ``repeat_of`` names its twin) and
+    the sampler draws again. If it keeps proposing taken points (TPE narrows onto its best
+    region), the trial gets a random point not yet taken, enqueued so Optuna records it as
+    usual; once every point of a finite space is taken the search ends, as a grid does.
+    """
+
+    REDRAWS = 10
+
+    def __init__(self, *args: Any, grid: Optional[list[dict[str, Any]]] = None, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # every point as Optuna names its params (None: a continuous range makes the space endless)
+        self._grid = grid
+        self._rng = np.random.default_rng(seed)
+        self.repeats_skipped = 0
+
+    def suggest(self, trial_id: str) -> Any:
+        taken = taken_points(self._ot_study)
+        untaken = None if self._grid is None else [p for p in self._grid if _key(p) not in taken]
+        if untaken == []:
+            return Searcher.FINISHED
+        for _ in range(self.REDRAWS):
+            config = super().suggest(trial_id)
+            trial = self._ot_trials[trial_id]
+            twin = taken.get(_key(trial.params))
+            if twin is None:
+                return config
+            if untaken is None:  # an endless space whose sampler repeats itself: run the repeat
+                return config
+            trial.set_user_attr("repeat_of", twin)
+            self._ot_study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            del self._ot_trials[trial_id]
+            self.repeats_skipped += 1
+        self._ot_study.enqueue_trial(untaken[int(self._rng.integers(len(untaken)))])
+        return super().suggest(trial_id)
+
+
+def optuna_points(space: SearchSpace, methods: list[str]) -> Optional[list[dict[str, Any]]]:
+    """Every point of a finite space as Optuna's define-by-run names them (the params it
+    samples: no fixed ones, ``method`` only when there is a choice), or None for a range."""
+    if any(p.continuous for m in methods for p in space.params_for(m).values()) or space.grid_size(methods) > MAX_LISTED_POINTS:
+        return None
+    points = []
+    for point in space.grid_points(methods):
+        fixed = {n for n, p in space.params_for(point["method"]).items() if p.type == "fixed"}
+        points.append({k: v for k, v in point.items() if k not in fixed and (k != "method" or len(methods) > 1)})
+    return points
+
+
+def points_left(space: SearchSpace, methods: list[str], study: optuna.Study) -> Optional[int]:
+    """How many points of a finite space ``study`` has not run yet (None: an endless space)."""
+    points = optuna_points(space, methods)
+    if points is None:
+        return None
+    taken = taken_points(study)
+    return sum(_key(p) not in taken for p in points)
+
+
 @dataclasses.dataclass(frozen=True)
 class WarmStart:
     """An Optuna storage whose study ``study_name`` already holds a study's earlier trials."""
@@ -66,7 +151,7 @@ class WarmStart:
     study_name: str
 
 
-def _optuna(sampler: optuna.samplers.BaseSampler) -> Callable[..., Searcher]:
+def _optuna(sampler: optuna.samplers.BaseSampler, seed: int) -> Callable[..., Searcher]:
     def make(space: SearchSpace, methods: list[str], metric: str, mode: str, first_points: Any = None, warm_start: Optional[WarmStart] = None, **_: Any) -> Searcher:
         # Known-good settings (a paper's, last sweep's best) run first; the sampler learns from them.
         full = [space.complete(p, p.get("method", methods[0])) for p in first_points or []]
@@ -74,7 +159,8 @@ def _optuna(sampler: optuna.samplers.BaseSampler) -> Callable[..., Searcher]:
         # warm_start: an Optuna study already holding earlier trials (``--extend``); Ray's searcher
         # loads it from its storage by name, so the sampler starts from every one of them.
         where = {"storage": warm_start.storage, "study_name": warm_start.study_name} if warm_start is not None else {}
-        return OptunaSearch(space=DefineByRun(space, methods), metric=metric, mode=mode, sampler=sampler, points_to_evaluate=points, **where)
+        return DistinctOptunaSearch(space=DefineByRun(space, methods), metric=metric, mode=mode, sampler=sampler, points_to_evaluate=points,
+                                    grid=optuna_points(space, methods), seed=seed, **where)
 
     return make
 
@@ -85,11 +171,11 @@ def optuna_tpe(space: SearchSpace, methods: list[str], metric: str, mode: str, s
     sampler = optuna.samplers.TPESampler(
         seed=seed, multivariate=True, group=True, n_startup_trials=min(10, max(2, num_samples // 3))
     )
-    return _optuna(sampler)(space, methods, metric, mode, first_points, warm_start)
+    return _optuna(sampler, seed)(space, methods, metric, mode, first_points, warm_start)
 
 
 def random(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, first_points: Any = None, warm_start: Optional[WarmStart] = None, **_: Any) -> Searcher:
-    return _optuna(optuna.samplers.RandomSampler(seed=seed))(space, methods, metric, mode, first_points, warm_start)
+    return _optuna(optuna.samplers.RandomSampler(seed=seed), seed)(space, methods, metric, mode, first_points, warm_start)
 
 
 class GridSearcher(Searcher):
@@ -144,15 +230,21 @@ class SearchAlgorithm:
     # Runs every point of the space (a grid): no continuous ranges, no first_points, and as
     # many trials as points x grid_repeats instead of search.num_samples.
     enumerates: bool = False
+    # Never hands out a point twice (DistinctOptunaSearch): on a finite space at most its points.
+    distinct: bool = False
 
     def trial_count(self, space: SearchSpace, methods: list[str], num_samples: int, grid_repeats: int = 1) -> int:
         """How many trials the search will run."""
-        return space.grid_size(methods) * grid_repeats if self.enumerates else num_samples
+        if self.enumerates:
+            return space.grid_size(methods) * grid_repeats
+        if self.distinct and optuna_points(space, methods) is not None:
+            return min(num_samples, space.grid_size(methods))
+        return num_samples
 
 
 SEARCHERS: Registry[SearchAlgorithm] = Registry("search algorithm")
-SEARCHERS.register("optuna", SearchAlgorithm("optuna", "Optuna TPE (multivariate, grouped): learns from every finished trial", optuna_tpe))
-SEARCHERS.register("random", SearchAlgorithm("random", "uniform random points (Optuna's RandomSampler)", random))
+SEARCHERS.register("optuna", SearchAlgorithm("optuna", "Optuna TPE (multivariate, grouped): learns from every finished trial", optuna_tpe, distinct=True))
+SEARCHERS.register("random", SearchAlgorithm("random", "uniform random points (Optuna's RandomSampler)", random, distinct=True))
 SEARCHERS.register("grid", SearchAlgorithm("grid", "every point of the space, grid_repeats times", grid, enumerates=True))
 
 
