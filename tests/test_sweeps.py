@@ -181,7 +181,7 @@ def test_extend_bad_input_is_one_line_and_writes_nothing(workdir, minilm_path, c
 
 def test_a_sampled_search_runs_each_point_of_a_finite_space_once_then_extend_says_it_is_spent(ray_cluster, workdir, minilm_path, capsys):
     """Optuna on a 2-point space with num_samples 4, through real Tune and MLflow: two trials,
-    one per point (Tune ends the search when the searcher has no new point), and a later
+    one per point (the trial count is the space's points), and a later
     ``--extend`` refuses in one line, writing nothing, instead of running nothing."""
     study = base_study(minilm_path, search={"algorithm": "optuna", "num_samples": 4, "metric": "f1_macro", "mode": "max", "seed": 0})
     study["search_space"]["overrides"]["learning_rate"] = [3e-3, 1e-2]

@@ -99,7 +99,6 @@ class DistinctOptunaSearch(OptunaSearch):
         # every point as Optuna names its params (None: a continuous range makes the space endless)
         self._grid = grid
         self._rng = np.random.default_rng(seed)
-        self.repeats_skipped = 0
 
     def suggest(self, trial_id: str) -> Any:
         taken = taken_points(self._ot_study)
@@ -110,14 +109,11 @@ class DistinctOptunaSearch(OptunaSearch):
             config = super().suggest(trial_id)
             trial = self._ot_trials[trial_id]
             twin = taken.get(_key(trial.params))
-            if twin is None:
-                return config
-            if untaken is None:  # an endless space whose sampler repeats itself: run the repeat
+            if twin is None or untaken is None:  # new, or an endless space whose sampler repeats itself: run it
                 return config
             trial.set_user_attr("repeat_of", twin)
             self._ot_study.tell(trial, state=optuna.trial.TrialState.FAIL)
             del self._ot_trials[trial_id]
-            self.repeats_skipped += 1
         self._ot_study.enqueue_trial(untaken[int(self._rng.integers(len(untaken)))])
         return super().suggest(trial_id)
 
