@@ -77,8 +77,10 @@ def plain_run(study: Study, prepared: data_mod.PreparedData, config: dict[str, A
     if training.eval_base:  # as a trial does by default: the before_* scores of the untrained model
         classification.evaluate(model, val, prepared, "validation", device, task, training)
     model.train()
+    train_s = eval_s = 0.0  # seconds in optimizer steps and in the evals at eval points
     while step < total:
         for batch in loader:
+            t0 = time.perf_counter()
             with autocast(device, amp):
                 loss = model(**batch).loss
             loss.backward()
@@ -87,11 +89,14 @@ def plain_run(study: Study, prepared: data_mod.PreparedData, config: dict[str, A
             lr_schedule.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            t1 = time.perf_counter()
+            train_s += t1 - t0
             if step % every == 0 or step == total:
                 metrics = classification.evaluate(model, val, prepared, "validation", device, task, training)[0]
+                eval_s += time.perf_counter() - t1
             if step >= total:
                 break
-    return {"f1_macro": metrics["f1_macro"], "seconds": time.perf_counter() - started}
+    return {"f1_macro": metrics["f1_macro"], "seconds": time.perf_counter() - started, "train_s": train_s, "eval_s": eval_s}
 
 
 def plain(study: Study) -> dict[str, Any]:

@@ -233,8 +233,10 @@ class ResourcesSpec:
     # Train does: -1 = no limit (a preemption says nothing about the trial).
     max_preemptions: int = -1
     # Start Train workers (and a local cluster's trial actors) with the jemalloc allocator Ray
-    # ships: the training loop runs in a thread, where glibc malloc cost ~9% of CPU throughput
-    # (bench/loop_speed.py).
+    # ships, keeping the pages it frees when trials train on the CPU (trainables/allocator.py):
+    # the training loop runs in a thread, where glibc malloc cost ~9% of CPU throughput on one
+    # machine (bench/loop_speed.py); jemalloc's own defaults cost 6-18% on another
+    # (bench/alloc_speed.py). A trial's `jemalloc` metric says what it ran with.
     jemalloc: bool = True
     # Run a one-worker trial's training loop in the trial's own Tune actor rather than in a Ray
     # Train worker that a Train controller starts for each trial: ~9 s less start-up per trial,

@@ -25,6 +25,7 @@ from transformers import get_scheduler, set_seed
 from core.schedule import schedule
 from core.specs import TrainingSpec
 from trainables import model as models
+from trainables.allocator import uses_jemalloc
 from trainables.failures import TrialDiverged, is_out_of_memory, out_of_memory
 from trainables.kernels import avoid_cudnn_attention
 from trainables.kinds import Task
@@ -282,6 +283,7 @@ class TrialRecipe:
                                       self.training.gradient_checkpointing, base_dtype(self.device, self.training, hp["method"]))
         self.param_counts = models.count_params(self.net)
         self.base_bits = models.frozen_weight_bits(self.net)
+        self.jemalloc = int(uses_jemalloc())
         self.model = ray.train.torch.prepare_model(self.net, move_to_device=False) if self.world > 1 else self.net
         self.forward = training_forward(self.model, self.training, fixed_length=bool(hp.get("packing", self.training.packing)))
         self.token_level = task.peft_task_type == "CAUSAL_LM"  # loss: mean over target tokens, not rows
@@ -425,6 +427,7 @@ class TrialRecipe:
             "gpus_per_worker": float(self.spec.resources.gpus_per_worker),  # packing may set or widen it
             "peak_memory_mb": peak_memory_mb(self.device),
             "base_weight_bits": self.base_bits,  # the frozen weights' dtype as loaded (training.base_dtype)
+            "jemalloc": self.jemalloc,  # 1: this process allocates with jemalloc (resources.jemalloc)
             # rows per forward/backward pass: below batch_size when set, planned or halved after an out of memory
             "micro_batch_size": self.training.rows_per_pass,
             "trainable_params": trainable_params,

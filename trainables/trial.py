@@ -36,6 +36,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from core import hparams
 from core.specs import ResourcesSpec
 from trainables import failures, memory
+from trainables.allocator import worker_runtime_env
 from trainables.spec import TrialSpec
 
 # What one trial's Tune function (the Train driver) reserves. Tune refuses an all-zero request,
@@ -89,24 +90,6 @@ def smaller_micro_batch(failure: failures.Failure, training: Any) -> Optional[in
     if failure.kind != "out_of_memory":
         return None
     return training.rows_per_pass // 2 if training.rows_per_pass > 1 else None
-
-
-def jemalloc() -> Optional[str]:
-    """The jemalloc that ships inside Ray's wheel (None where this Ray has none)."""
-    path = os.path.join(os.path.dirname(ray.__file__), "core", "libjemalloc.so")
-    return path if os.path.isfile(path) else None
-
-
-def worker_runtime_env(resources: ResourcesSpec) -> dict[str, Any]:
-    """What the Train workers (and a local cluster's Tune actors) start with. Train V2 runs the
-    training loop in a thread of the worker, as Tune runs a function trainable, where glibc's
-    per-thread malloc arena cost ~9% of CPU throughput against the same loop on a main thread;
-    jemalloc (``resources.jemalloc``) recovers most of it (bench/loop_speed.py, bench/RESULTS.md)."""
-    lib = jemalloc() if resources.jemalloc else None
-    if lib is None:
-        return {}
-    preload = " ".join(p for p in (os.environ.get("LD_PRELOAD", ""), lib) if p)
-    return {"env_vars": {"LD_PRELOAD": preload}}
 
 
 def _loop_config(config: dict[str, Any], spec: TrialSpec, data: list[Any], started: float, in_process: bool) -> dict[str, Any]:

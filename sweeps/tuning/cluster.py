@@ -19,8 +19,8 @@ from trainables.trial import (
     DRIVER_NODE_RESOURCE,
     DRIVER_NODE_SHARE,
     TRIAL_DRIVER_RESOURCES,
-    worker_runtime_env,
 )
+from trainables.allocator import worker_runtime_env
 
 
 def driver_resources() -> dict[str, float]:
