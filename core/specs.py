@@ -235,7 +235,7 @@ class ResourcesSpec:
     # Start Train workers (and a local cluster's trial actors) with the jemalloc allocator Ray
     # ships, keeping the pages it frees when trials train on the CPU (trainables/allocator.py):
     # the training loop runs in a thread, where glibc malloc cost ~9% of CPU throughput on one
-    # machine (bench/loop_speed.py); jemalloc's own defaults cost 6-18% on another
+    # machine (bench/loop_speed.py); jemalloc's own defaults cost 3-13% on another
     # (bench/alloc_speed.py). A trial's `jemalloc` metric says what it ran with.
     jemalloc: bool = True
     # Run a one-worker trial's training loop in the trial's own Tune actor rather than in a Ray

@@ -23,9 +23,9 @@ def jemalloc() -> Optional[str]:
 
 # jemalloc's defaults hand freed pages back to the kernel within seconds (dirty and muzzy
 # decay). A training step on the CPU frees its activations and allocates them again at the next
-# step, so with decay on, jemalloc keeps faulting the same pages in again: 4.4x glibc's page
-# faults, and 6-18% slower steps than glibc, on one of our machines (bench/alloc_speed.py).
-# With decay off it keeps what it freed for the next step: at or above glibc there. PyTorch's
+# step, so with decay on, jemalloc keeps faulting the same pages in again: 4.8x glibc's page
+# faults and steps 3-13% slower than glibc's on one of our machines (bench/alloc_speed.py).
+# With decay off it keeps what it freed for the next step: 8% faster than glibc there. PyTorch's
 # CPU performance guide sets the same. Only for trials that train on the CPU: on a GPU the
 # activations live in CUDA's caching allocator, and the CPU-side peak of loading the model
 # should go back to the machine.
@@ -52,5 +52,5 @@ def uses_jemalloc() -> bool:
     try:
         with open("/proc/self/maps") as maps:
             return any("libjemalloc" in line for line in maps)
-    except OSError:  # no /proc (macOS): Ray preloads jemalloc on Linux only
+    except OSError:  # no /proc (macOS), where Ray's wheel ships no jemalloc either
         return False
