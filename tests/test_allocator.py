@@ -55,6 +55,26 @@ def test_cpu_trials_get_jemalloc_keeping_freed_pages_gpu_trials_and_a_users_conf
 
 
 @needs_jemalloc
+def test_a_joined_or_submitted_job_gets_the_trials_env_less_what_the_submission_sets(monkeypatch):
+    import json
+
+    from sweeps.tuning.cluster import SUBMITTED_JOB_CONFIG, job_runtime_env
+
+    monkeypatch.delenv("MALLOC_CONF", raising=False)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    cpu = ResourcesSpec(gpus_per_worker=0)
+    monkeypatch.delenv(SUBMITTED_JOB_CONFIG, raising=False)
+    assert job_runtime_env(cpu) == worker_runtime_env(cpu)
+    # `ray job submit --runtime-env-json '{"env_vars": {"LD_PRELOAD": ...}}'`: Ray would refuse
+    # to merge a second LD_PRELOAD from ray.init, so the submission's own stays alone
+    monkeypatch.setenv(SUBMITTED_JOB_CONFIG, json.dumps({"runtime_env": {"env_vars": {"LD_PRELOAD": "/opt/x.so"}}}))
+    assert job_runtime_env(cpu) == {"env_vars": {"MALLOC_CONF": CPU_TRAINING_MALLOC_CONF}}
+    monkeypatch.setenv(SUBMITTED_JOB_CONFIG, json.dumps({"runtime_env": {"pip": ["x"]}}))
+    assert job_runtime_env(cpu) == worker_runtime_env(cpu)
+    assert job_runtime_env(ResourcesSpec(jemalloc=False)) == {}
+
+
+@needs_jemalloc
 def test_the_cpu_trial_allocator_reuses_freed_pages_where_jemalloc_defaults_fault_them_in_again(monkeypatch):
     monkeypatch.delenv("MALLOC_CONF", raising=False)
     monkeypatch.delenv("LD_PRELOAD", raising=False)

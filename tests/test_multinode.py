@@ -113,6 +113,8 @@ def test_resume_after_the_driver_is_killed_runs_no_trial_twice(cluster, workdir,
         driver.wait()
     first = trial_runs(workdir, "interrupted", "completed")
     assert len(first) == 1, "kill the driver mid-study"
+    # a driver that joins a cluster gives its trials the allocator too, in a Train worker or a Tune actor
+    assert first[0].data.metrics["jemalloc"] == 1
 
     assert main([path, "--resume"]) == 0
     _, runs = mlflow_runs(workdir, "interrupted")

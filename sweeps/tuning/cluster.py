@@ -8,6 +8,7 @@ can actually place, else surplus trials would sit waiting for workers that never
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from typing import Any, Optional
@@ -15,12 +16,15 @@ from typing import Any, Optional
 import ray
 
 from core.errors import StudyError
+from trainables.allocator import worker_runtime_env
 from trainables.trial import (
     DRIVER_NODE_RESOURCE,
     DRIVER_NODE_SHARE,
     TRIAL_DRIVER_RESOURCES,
 )
-from trainables.allocator import worker_runtime_env
+
+# Where Ray's job manager hands a submitted job's config (its runtime env) to the driver.
+SUBMITTED_JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 def driver_resources() -> dict[str, float]:
@@ -65,16 +69,29 @@ def trial_resources(resources: Any) -> dict[str, float]:
 
 def connect(address: Optional[str], local: bool, resources: Any = None) -> bool:
     """Start or join Ray. Returns True if this call started a local cluster (so we own it).
-    A local cluster starts its workers with ``resources.jemalloc`` (trials that train in their
-    Tune actor run the loop in a thread too); on a cluster the Train workers still get it."""
+    Either way this study's workers start with the trials' allocator (``resources.jemalloc``):
+    trials that train in their Tune actor need it there, as Train workers do (they get it in
+    their own runtime env too). Joining assumes the nodes' Ray sits where the driver's does, as
+    Train workers' runtime env already does (cluster.yaml: one image)."""
     if ray.is_initialized():
         return False
+    env = job_runtime_env(resources) if resources is not None else {}
     if local or not (address or os.environ.get("RAY_ADDRESS")):
-        env = worker_runtime_env(resources) if resources is not None else {}
         ray.init(address="local", include_dashboard=True, log_to_driver=True, runtime_env=env or None)
         return True
-    ray.init(address=address or os.environ["RAY_ADDRESS"])
+    ray.init(address=address or os.environ["RAY_ADDRESS"], runtime_env=env or None)
     return False
+
+
+def job_runtime_env(resources: Any) -> dict[str, Any]:
+    """The workers' runtime env (``allocator.worker_runtime_env``) for this driver's job, less
+    the variables a job submitted with its own runtime env already sets (``ray job submit
+    --runtime-env``): Ray refuses to merge the same variable from both."""
+    env = worker_runtime_env(resources)
+    submitted = json.loads(os.environ.get(SUBMITTED_JOB_CONFIG) or "{}")
+    taken = set(((submitted.get("runtime_env") or {}).get("env_vars") or {}))
+    env_vars = {k: v for k, v in env.get("env_vars", {}).items() if k not in taken}
+    return {"env_vars": env_vars} if env_vars else {}
 
 
 # An autoscaler node group with no upper bound (max_count -1) counts as this many nodes.
