@@ -84,8 +84,7 @@ def cpu_model() -> str:
 
 
 def run_child(env: dict[str, str]) -> dict[str, Any]:
-    base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
-    proc = subprocess.run([sys.executable, __file__, "--child"], env={**base, **env}, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, __file__, "--child"], env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"bench: a run failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -115,6 +114,8 @@ def main() -> int:
     if args.child:
         print(json.dumps(child()))
         return 0
+    for name in ("LD_PRELOAD", "MALLOC_CONF"):  # the runs' allocators are this bench's to set, yours too
+        os.environ.pop(name, None)
     envs = allocators()
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in envs}
     for i in range(args.repeats):
