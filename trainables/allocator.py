@@ -33,7 +33,8 @@ CPU_TRAINING_MALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 
 
 def worker_runtime_env(resources: ResourcesSpec) -> dict[str, Any]:
-    """What the Train workers (and a local cluster's Tune actors) start with. Train V2 runs the
+    """What the Train workers start with, and the study's job on a Ray it starts or joins
+    (``sweeps.tuning.cluster.connect``: its trials' Tune actors). Train V2 runs the
     training loop in a thread of the worker, as Tune runs a function trainable, where glibc's
     per-thread malloc arena cost ~9% of CPU throughput against the same loop on a main thread
     on one machine; jemalloc (``resources.jemalloc``), keeping freed pages for CPU training,
