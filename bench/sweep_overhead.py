@@ -74,10 +74,12 @@ def plain_run(study: Study, prepared: data_mod.PreparedData, config: dict[str, A
     optimizer = optimizer_for(model, hp)  # the trial's AdamW (fused, a head rate where set)
     lr_schedule = get_scheduler(hp["lr_scheduler"], optimizer, num_warmup_steps=int(hp["warmup_ratio"] * total), num_training_steps=total)
     step, metrics = 0, {}
+    train_s = eval_s = 0.0  # seconds in optimizer steps and in evals (the one before training too, as a trial counts them)
     if training.eval_base:  # as a trial does by default: the before_* scores of the untrained model
+        t0 = time.perf_counter()
         classification.evaluate(model, val, prepared, "validation", device, task, training)
+        eval_s += time.perf_counter() - t0
     model.train()
-    train_s = eval_s = 0.0  # seconds in optimizer steps and in the evals at eval points
     while step < total:
         for batch in loader:
             t0 = time.perf_counter()
@@ -129,7 +131,9 @@ def sweep(concurrency: int, workdir: Path, in_process: str, overrides: list[str]
     for r in outcome.results:
         if r.error is not None:
             raise SystemExit(f"bench: a sweep trial failed: {r.error}")
-        trials[r.config["method"]] = {"f1_macro": float(r.metrics["f1_macro"]), "seconds": float(r.metrics["time_total_s"])}
+        trials[r.config["method"]] = {"f1_macro": float(r.metrics["f1_macro"]), "seconds": float(r.metrics["time_total_s"]),
+                                      # the trial's own seconds in optimizer steps and in evaluations (with the one before training)
+                                      "train_s": float(r.metrics["train_time_s"]), "eval_s": float(r.metrics["eval_time_s"])}
     return {"seconds": seconds, "trials": trials}
 
 
@@ -156,6 +160,9 @@ def report(results: dict[str, Any]) -> str:
     lines += ["", "| config | " + " | ".join(f"{k} F1 macro" for k in results) + " |", "|---" * (len(results) + 1) + "|"]
     for method in results["plain"]["trials"]:
         lines.append(f"| {method} | " + " | ".join(f"{res['trials'][method]['f1_macro']:.3f}" for res in results.values()) + " |")
+    lines += ["", "| config | " + " | ".join(f"{k} steps s / evals s" for k in results) + " |", "|---" * (len(results) + 1) + "|"]
+    for method in results["plain"]["trials"]:
+        lines.append(f"| {method} | " + " | ".join(f"{res['trials'][method]['train_s']:.1f} / {res['trials'][method]['eval_s']:.1f}" for res in results.values()) + " |")
     return "\n".join(lines)
 
 

@@ -160,6 +160,7 @@ def test_each_trial_run_has_costs_curves_base_scores_and_its_best_checkpoint_fil
         for key in COSTS + tuple(f"before_{k}" for k in METRICS):
             assert key in m, key
         assert m["gpu_hours"] == 0  # CPU trials
+        assert m["eval_time_s"] > 0  # the evaluations' own seconds
         assert m["trainable_params"] < m["total_params"] / 50
         f1 = sweep.history(run_id, "f1_macro")
         points = 4 if run.data.tags["status"] == "completed" else 2  # ASHA's grace period: 2
