@@ -24,12 +24,14 @@ from transformers import get_scheduler, set_seed
 
 from core.schedule import schedule
 from core.specs import TrainingSpec
+from trainables import base_scores
 from trainables import model as models
 from trainables.allocator import uses_jemalloc
 from trainables.failures import TrialDiverged, is_out_of_memory, out_of_memory
 from trainables.kernels import avoid_cudnn_attention
 from trainables.kinds import Task
 from trainables.merged_eval import merged_adapters
+from trainables.methods import METHODS
 from trainables.precision import autocast, autocast_dtype, base_dtype
 from trainables.spec import TrialSpec
 
@@ -62,6 +64,7 @@ class Evaluator:
     # outputs, kept so every checkpoint can compare against it.
     base: Optional[dict[str, Any]] = None
     seconds: float = 0.0  # spent evaluating in this attempt (``eval_time_s``)
+    base_shared: bool = False  # ``base`` came from another trial's identical model (``before_shared``)
 
     def run(self, net: torch.nn.Module, split: str) -> tuple[dict[str, float], Any]:
         # In full precision, whatever the training precision: the scores and predictions files
@@ -74,9 +77,20 @@ class Evaluator:
         self.seconds += time.perf_counter() - started
         return out
 
-    def score_base(self, net: torch.nn.Module) -> None:
-        metrics, payload = self.run(net, "validation")
-        self.base = {"metrics": {f"before_{k}": v for k, v in metrics.items()}, "payload": payload}
+    def score_base(self, net: torch.nn.Module, cache: Any = None, cache_key: Optional[str] = None) -> None:
+        """``base``: computed, or from another trial of the stage with the same model before
+        training (``trainables.base_scores``). Either way training sees the same RNG state."""
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
+
+        def compute() -> dict[str, Any]:
+            metrics, payload = self.run(net, "validation")
+            return {"metrics": {f"before_{k}": v for k, v in metrics.items()}, "payload": payload}
+
+        self.base, self.base_shared = base_scores.cached_or_computed(cache, cache_key, compute)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
 
 
 def worker_nodes(world: int) -> dict[str, str]:
@@ -211,14 +225,16 @@ def session_for(in_process: bool) -> Session:
 
 
 def train_worker(cfg: dict[str, Any]) -> None:
-    """Fine-tune one trial (``cfg``: ``spec`` (TrialSpec), ``hparams``, ``data`` ([ObjectRef]),
+    """Fine-tune one trial (``cfg``: ``spec`` (TrialSpec), ``hparams``, ``data`` ([ObjectRef], with
+    the stage's BaseScores actor second where there is one),
     ``driver_node_id``). Running out of memory is raised as ``TrialOutOfMemory``, whose message
     names the knobs to lower (the trial is not retried: see trainables.failures)."""
     spec: TrialSpec = cfg["spec"]
     try:
-        recipe = TrialRecipe(spec, cfg["hparams"], cfg["data"][0], cfg.get("driver_node_id"),
+        shared = cfg["data"]
+        recipe = TrialRecipe(spec, cfg["hparams"], shared[0], cfg.get("driver_node_id"),
                              started_at={k: cfg[k] for k in ("driver_started_at", "worker_entered_at") if k in cfg},
-                             session=session_for(bool(cfg.get("in_process"))))
+                             session=session_for(bool(cfg.get("in_process"))), base_scores=shared[1] if len(shared) > 1 else None)
         if not recipe.restore():
             recipe.train()
     except Exception as exc:
@@ -268,8 +284,9 @@ class TrialRecipe:
     ``train`` runs the epochs of ``train_step``s and, at each eval point, ``evaluate_and_report``."""
 
     def __init__(self, spec: TrialSpec, hp: dict[str, Any], data_ref: Any, driver_node_id: Optional[str] = None,
-                 started_at: Optional[dict[str, float]] = None, session: Optional[Session] = None) -> None:
+                 started_at: Optional[dict[str, float]] = None, session: Optional[Session] = None, base_scores: Any = None) -> None:
         self.spec, self.hp, self.training = spec, hp, spec.training
+        self.base_scores = base_scores  # the stage's before-training scores (trainables.base_scores.BaseScores), if any
         self.session = session or session_for(False)
         # Wall-clock times (time.time()) the trial's driver and this worker started: the first
         # report says how long each took to reach the first optimizer step (startup_*).
@@ -335,7 +352,10 @@ class TrialRecipe:
         checkpoint = self.session.get_checkpoint()
         if checkpoint is None:
             if self.rank == 0 and self.training.eval_base:
-                self.evaluator.score_base(self.net)
+                method = self.hp["method"]
+                shareable = self.base_scores is not None and METHODS[method].identity_at_init
+                cache_key = base_scores.key(self.net, method, self.seed, self.device) if shareable else None
+                self.evaluator.score_base(self.net, self.base_scores, cache_key)
             return False
         with checkpoint.as_directory() as folder:
             state = restore(folder, self.net, self.optimizer, self.lr_schedule)
@@ -436,6 +456,8 @@ class TrialRecipe:
             "peak_memory_mb": peak_memory_mb(self.device),
             "base_weight_bits": self.base_bits,  # the frozen weights' dtype as loaded (training.base_dtype)
             "jemalloc": self.jemalloc,  # 1: this process allocates with jemalloc (resources.jemalloc)
+            # 1: the before_* scores came from another trial of the stage with the same model before training
+            "before_shared": int(self.evaluator.base_shared),
             # rows per forward/backward pass: below batch_size when set, planned or halved after an out of memory
             "micro_batch_size": self.training.rows_per_pass,
             "trainable_params": trainable_params,

@@ -37,6 +37,9 @@ class Method:
     trains: str = "adapter"  # "adapter" | "head" (only the task head) | "all" (full fine-tuning)
     # Only for task kinds that train a freshly initialised head (the ``head`` baseline).
     needs_fresh_head: bool = False
+    # The adapter leaves the model's outputs unchanged when built (LoRA's B = 0, IA3's ones): trials
+    # that share base weights and seed then share their before-training scores (base_scores.py).
+    identity_at_init: bool = True
     # The hyperparameters only this method reads, with their rules (core.hparams.Rule); made
     # known to search spaces and studies when the method is registered.
     hyperparams: dict[str, hparams.Rule] = dataclasses.field(default_factory=dict)

@@ -137,8 +137,9 @@ def _trainer(config: dict[str, Any], spec: TrialSpec, data: list[Any], ctx: Any,
 
 
 def run_trial(config: dict[str, Any], spec: TrialSpec, data: list[Any]) -> None:
-    """Tune function trainable. ``data`` is ``[ObjectRef]`` to the tokenized splits
-    (wrapped in a list so Ray passes the reference, not a copy, to the workers)."""
+    """Tune function trainable. ``data`` is ``[ObjectRef]`` to the tokenized splits, then the
+    stage's ``base_scores.BaseScores`` actor where trials score the model before training
+    (a list so Ray passes the reference, not a copy, to the workers)."""
     started = time.time()  # the trial's start-up clock (reported as startup_s)
     resources = spec.resources
     # Read by the Train controller this trial starts: fail instead of waiting forever

@@ -32,6 +32,7 @@ from sweeps.tuning.schedulers import SCHEDULERS, reuses_actors
 from sweeps.tuning.searchers import SEARCHERS, GridSearcher, trial_count
 from sweeps.tuning.starvation import StarvationGuard
 from sweeps.tuning.storage import storage_root
+from trainables import base_scores
 from trainables import data as data_mod
 from trainables.failures import trial_failure
 from trainables.floors import Floor, floor_verdict
@@ -76,8 +77,11 @@ def trial_spec(study: Study, run_name: str) -> TrialSpec:
 
 
 def trainable(study: Study, data_ref: Any, run_name: str) -> Any:
-    """The Tune trainable: ``run_trial`` with the trial spec and the tokenized data bound to it."""
-    return tune.with_resources(tune.with_parameters(run_trial, spec=trial_spec(study, run_name), data=[data_ref]), cluster.trial_resources(study.resources))
+    """The Tune trainable: ``run_trial`` with the trial spec and the tokenized data bound to it,
+    and the stage's cache of before-training scores, which trials with the same model before
+    training share (``trainables.base_scores``: one validation pass per stage, not per trial)."""
+    shared = [data_ref, base_scores.start()] if study.training.eval_base else [data_ref]
+    return tune.with_resources(tune.with_parameters(run_trial, spec=trial_spec(study, run_name), data=shared), cluster.trial_resources(study.resources))
 
 
 def trial_dirname(trial: Any) -> str:
