@@ -41,8 +41,12 @@ class BaseScores:
 
 
 def start() -> Any:
-    """A cache for one stage's trials (owned by the driver, gone with it)."""
-    return BaseScores.remote()  # type: ignore[attr-defined]
+    """A cache for one stage's trials, on the driver's node (owned by the driver, gone with
+    it): not on a worker node a cloud may take back mid-study."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    return BaseScores.options(scheduling_strategy=here).remote()  # type: ignore[attr-defined]
 
 
 def adapter_parameters(net: torch.nn.Module) -> set[int]:
@@ -81,9 +85,13 @@ def cached_or_computed(cache: Any, cache_key: Optional[str], compute: Callable[[
     also whether they came from the cache. No cache or no key: computed."""
     if cache is None or cache_key is None:
         return compute(), False
-    found = ray.get(cache.get.remote(cache_key))
+    try:
+        found = ray.get(cache.get.remote(cache_key))
+    except ray.exceptions.RayError:  # the cache is gone (its node, its driver): a trial needs none
+        found, cache = None, None
     if found is not None:
         return found, True
     value = compute()
-    cache.put.remote(cache_key, value)
+    if cache is not None:
+        cache.put.remote(cache_key, value)  # not waited on: a lost put only costs a later trial its pass
     return value, False
