@@ -48,6 +48,7 @@ REAL_DATA = [
     "max_train_rows: 1600, max_eval_rows: 400}",
     "training.epochs=2", "training.max_length=48", "training.evals_per_epoch=3",  # 100 steps, 6 eval points (ASHA rungs)
 ]
+DATA = {"generated": [], "real": REAL_DATA}  # --data: overrides of the study
 
 
 def run(name: str, overrides: list[str], workdir: Path) -> list[dict[str, Any]]:
@@ -65,9 +66,12 @@ def run(name: str, overrides: list[str], workdir: Path) -> list[dict[str, Any]]:
         df = r.metrics_dataframe
         if r.error is not None or df is None or "f1_macro" not in df:
             continue
+        evals = df.dropna(subset=["f1_macro"])
         trials.append({"config": {k: v for k, v in r.config.items()}, "best": float(df["f1_macro"].max()),
                        "steps": int(df["step"].iloc[-1]), "seconds": float(df["time_total_s"].iloc[-1]),
-                       "finished": float(df["timestamp"].iloc[-1])})
+                       "finished": float(df["timestamp"].iloc[-1]),
+                       # each eval point: (step, macro F1, trial seconds so far); bench/search_replay.py replays these
+                       "curve": [[int(a), float(b), float(c)] for a, b, c in zip(evals["step"], evals["f1_macro"], evals["time_total_s"])]})
     trials.sort(key=lambda t: t["finished"])
     return trials
 
@@ -119,8 +123,8 @@ def report(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="TPE+ASHA runs, one per seed")
-    p.add_argument("--data", choices=["generated", "real"], default="generated", help="the demo's generated emotion data, or real tweets")
+    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="TPE+ASHA runs, one per seed (none: the grid only)")
+    p.add_argument("--data", choices=list(DATA), default="generated", help="the demo's generated emotion data, or real tweets")
     p.add_argument("--from-json", help="print the table from an earlier run's --json file instead of running")
     p.add_argument("--grid-from", help="take the grid's trials from an earlier run's --json file (same --data) instead of running it again")
     p.add_argument("--json", help="also write the raw numbers here")
@@ -129,7 +133,7 @@ def main() -> int:
         saved = json.loads(Path(args.from_json).read_text())["runs"]
         report({name: saved[name]["trials"] for name in saved if not name.startswith("grid, ")})
         return 0
-    data = REAL_DATA if args.data == "real" else []
+    data = DATA[args.data]
     runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         if args.grid_from:
