@@ -64,7 +64,11 @@ def replay(config: dict[str, Any], table: dict[str, Any], names: list[str], metr
 
 def load_table(grid_json: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """point -> curve, from a search_efficiency.py run; and that run's grid trials."""
+    if not Path(grid_json).is_file():
+        raise SystemExit(f"bench: --grid {grid_json} is not a file: give a search_efficiency.py --json output")
     saved = json.loads(Path(grid_json).read_text())
+    if "grid" not in saved.get("runs", {}):
+        raise SystemExit(f"bench: --grid {grid_json} holds no grid run: give a search_efficiency.py --json output")
     trials = saved["runs"]["grid"]["trials"]
     if any("curve" not in t for t in trials):
         raise SystemExit(f"bench: {grid_json} has no learning curves (a search_efficiency.py run before they were recorded): run it again")
