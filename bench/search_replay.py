@@ -214,6 +214,10 @@ def main() -> int:
     p.add_argument("--json", help="also write the summary and every seed's trials (point, steps, best) here")
     p.add_argument("--real", help="a search_efficiency.py --json run with real TPE + ASHA seeds (today's searcher): how closely tpe+asha's replay of those seeds follows them")
     args = p.parse_args()
+    if args.seeds < 1:
+        p.error(f"--seeds {args.seeds}: give at least 1")
+    if args.real and "runs" not in json.loads(Path(args.real).read_text() if Path(args.real).is_file() else "{}"):
+        p.error(f"--real {args.real}: not a search_efficiency.py --json output")  # before the replay, not after it
 
     import ray
 
