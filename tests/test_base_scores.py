@@ -91,4 +91,21 @@ def test_the_cache_answers_hits_and_a_lost_cache_only_costs_the_pass(ray_cluster
     assert base_scores.cached_or_computed(cache, "k", lambda: pytest.fail("computed again")) == ({"metrics": {"before_f1": 0.5}}, True)
     assert base_scores.cached_or_computed(cache, None, lambda: 7) == (7, False)  # a method that shares nothing
     ray.kill(cache)  # its node lost, say: the trial computes instead of failing
+    _wait_until_dead(cache)
     assert base_scores.cached_or_computed(cache, "k", lambda: 8) == (8, False)
+
+
+def _wait_until_dead(actor, tries: int = 300) -> None:
+    """``ray.kill`` only asks the GCS to kill: a call made right after it may still be served
+    (CI once got the cached scores back). Wait until calls fail, as they do once its node is gone."""
+    import time
+
+    import ray
+
+    for _ in range(tries):
+        try:
+            ray.get(actor.get.remote("probe"), timeout=10)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the killed actor still answered after {tries} calls")
