@@ -62,12 +62,21 @@ def replay(config: dict[str, Any], table: dict[str, Any], names: list[str], metr
         tune.report({metric: value, "step": step})
 
 
+def read_run(flag: str, path: str) -> dict[str, Any]:
+    """A search_efficiency.py --json output, or a one-line error naming ``flag``."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"bench: {flag} {path}: cannot read it as JSON ({type(e).__name__}): give a search_efficiency.py --json output")
+    if not isinstance(saved, dict) or not isinstance(saved.get("runs"), dict):
+        raise SystemExit(f"bench: {flag} {path}: not a search_efficiency.py --json output (no runs)")
+    return saved
+
+
 def load_table(grid_json: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """point -> curve, from a search_efficiency.py run; and that run's grid trials."""
-    if not Path(grid_json).is_file():
-        raise SystemExit(f"bench: --grid {grid_json} is not a file: give a search_efficiency.py --json output")
-    saved = json.loads(Path(grid_json).read_text())
-    if "grid" not in saved.get("runs", {}):
+    saved = read_run("--grid", grid_json)
+    if "grid" not in saved["runs"]:
         raise SystemExit(f"bench: --grid {grid_json} holds no grid run: give a search_efficiency.py --json output")
     trials = saved["runs"]["grid"]["trials"]
     if any("curve" not in t for t in trials):
@@ -170,7 +179,7 @@ def fidelity(replayed: list[list[dict[str, Any]]], real_json: str) -> list[str]:
     """How closely the replay follows real runs of the same seeds: for each ``tpe+asha seed N``
     of a search_efficiency.py run (made with today's searcher), the points both ran and the
     trials ASHA stopped at the same step."""
-    real = json.loads(Path(real_json).read_text())["runs"]
+    real = read_run("--real", real_json)["runs"]
     lines = []
     for seed, trials in enumerate(replayed):
         if f"tpe+asha seed {seed}" not in real:
@@ -216,13 +225,17 @@ def main() -> int:
     args = p.parse_args()
     if args.seeds < 1:
         p.error(f"--seeds {args.seeds}: give at least 1")
-    if args.real and "runs" not in json.loads(Path(args.real).read_text() if Path(args.real).is_file() else "{}"):
-        p.error(f"--real {args.real}: not a search_efficiency.py --json output")  # before the replay, not after it
+    if args.time_scale < 0:
+        p.error(f"--time-scale {args.time_scale}: give 0 or more")
+    if args.real:
+        read_run("--real", args.real)  # checked before the replay, not after it
 
     import ray
 
     saved, points = load_table(args.grid)
     data = saved.get("data", "generated")
+    if data not in DATA:
+        raise SystemExit(f"bench: --grid {args.grid}: its data {data!r} is none of {sorted(DATA)}: give a search_efficiency.py --json output")
     names = sorted({n for t in points for n in t["config"]})
     keys = [point_key(t["config"], names) for t in points]
     table = dict(zip(keys, (t["curve"] for t in points)))
@@ -233,6 +246,13 @@ def main() -> int:
     exact = grid_random_order_exact(points, target, NUM_SAMPLES)
     hits = sum(t["best"] >= target for t in points)
     print(f"table: {len(points)} points ({data} data), best macro F1 {grid_best:.4f}, {hits} within 1%; full grid {full_steps} steps")
+
+    from core.errors import StudyError
+
+    try:  # the study's data paths are relative to the repo root: a wrong folder fails here, in one line
+        study_for(data, SEARCHES[args.searches[0]].algorithm, 0)
+    except StudyError as e:
+        raise SystemExit(f"bench: {e} (run it from the repository root)")
 
     ray.init(num_cpus=CONCURRENCY, include_dashboard=False, log_to_driver=False)
     runs: dict[str, list[list[dict[str, Any]]]] = {}
