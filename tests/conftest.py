@@ -38,11 +38,28 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> st
     return str(out)
 
 
+# Markers (registered in pyproject.toml, --strict-markers): `ray` starts or joins a real Ray
+# cluster and runs real trials; `own_ray` needs a Ray of its own (another node layout, fake GPUs,
+# a study that starts Ray itself) and so runs after every test that shares the session's;
+# `slow` is what the inner loop (`pytest -m "not slow"`) leaves out: every `ray` test, and the
+# few others that take more than a few seconds.
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("ray") or item.get_closest_marker("own_ray"):
+            item.add_marker(pytest.mark.slow)
+    # stable: the shared-cluster tests keep their order, then the ones that replace it
+    items.sort(key=lambda item: item.get_closest_marker("own_ray") is not None)
+
+
+# Train V2's state tracking (attempt counts, tests/test_failures.py) is on for the whole run, so
+# no test has to restart the shared cluster to switch it on.
+SHARED_RAY_ENV = {"env_vars": {"RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}}
+
+
 @pytest.fixture
 def ray_cluster():
-    """A real local Ray cluster (2 CPUs, with the dashboard that Train V2's cleanup needs),
-    started once and shared; a test that needs another cluster shuts it down, and the next
-    test that asks for this one starts it again."""
+    """The real local Ray cluster the test run shares (2 CPUs, with the dashboard that Train V2's
+    cleanup needs), started on first use. Tests marked ``own_ray`` replace it, and run last."""
     yield local_ray()
 
 
@@ -50,7 +67,7 @@ def local_ray():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+        ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False, runtime_env=SHARED_RAY_ENV)
     return ray
 
 
@@ -60,6 +77,20 @@ def _ray_down_at_exit():
     import ray
 
     ray.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _migrated_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every new SQLite MLflow store in this run starts as a copy of one migrated once
+    (tests/mlflow_template.py); subprocess drivers that import it get the same via the env."""
+    from tests import mlflow_template
+
+    template = mlflow_template.make(tmp_path_factory.mktemp("mlflow-template") / "template.db")
+    mlflow_template.install(template)
+    os.environ[mlflow_template.ENV] = str(template)
+    yield template
+    mlflow_template.uninstall()
+    os.environ.pop(mlflow_template.ENV, None)
 
 
 @pytest.fixture
@@ -95,9 +126,11 @@ def write_study(folder: Path, study: dict[str, Any], name: str = "study.yaml") -
     return str(path)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    """A real MLflow tracking server (``mlflow server``) on a free local port; yields its URI."""
+    """A real MLflow tracking server (``mlflow server``) on a free local port, one per test run
+    (each takes 8-12 s to start and ~1.4 GB); yields its URI. Tests on it use experiments of
+    their own. (An outage test kills its own: ``MlflowServer``.)"""
     with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
         yield uri
 
@@ -123,7 +156,10 @@ class MlflowServer:
         import time
         import urllib.request
 
+        from tests import mlflow_template
+
         mlflow_cli = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+        mlflow_template.seed(self.root / "server.db")
         self.proc = subprocess.Popen(
             [mlflow_cli, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
              "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}", "--artifacts-destination", str(self.root / "artifacts")],

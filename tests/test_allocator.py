@@ -87,7 +87,8 @@ def test_the_cpu_trial_allocator_reuses_freed_pages_where_jemalloc_defaults_faul
 
 @needs_jemalloc
 @pytest.mark.ray
-def test_a_study_that_starts_its_own_ray_trains_its_trials_on_jemalloc(workdir, minilm_path):
+@pytest.mark.own_ray  # the study must start Ray itself: after every shared-cluster test
+def test_a_study_that_starts_its_own_ray_trains_its_trials_on_jemalloc(workdir, tiny_llama):
     """Real local Ray started by the study (cluster.connect with the workers' runtime env), a
     real trial in its Tune actor, real MLflow: the trial reports the allocator it ran on."""
     import ray
@@ -98,7 +99,7 @@ def test_a_study_that_starts_its_own_ray_trains_its_trials_on_jemalloc(workdir, 
 
     ray.shutdown()  # the shared cluster (conftest) starts without the workers' runtime env
     try:
-        spec = base_study(minilm_path, name="allocator")
+        spec = base_study(tiny_llama, name="allocator")
         spec["training"].update(max_steps=2, eval_every_steps=2)
         outcome = run_study(load_study(write_study(workdir, spec), []), local=True)
         assert not ray.is_initialized()  # the study stopped the Ray it started

@@ -98,7 +98,7 @@ def test_a_registered_method_brings_its_hyperparameters(workdir, minilm_path, ca
 
 
 @pytest.mark.ray
-def test_a_toy_task_kind_searcher_and_tracker_run_a_whole_sweep(ray_cluster, workdir, minilm_path):
+def test_a_toy_task_kind_searcher_and_tracker_run_a_whole_sweep(ray_cluster, workdir, tiny_llama):
     """The toy kind prepares the data in the driver and trains, scores and writes its eval file
     in the Ray Train worker; the toy searcher picks the one trial; the toy tracker records
     every result beside MLflow."""
@@ -109,7 +109,7 @@ def test_a_toy_task_kind_searcher_and_tracker_run_a_whole_sweep(ray_cluster, wor
 
     # The workers cannot import tests/: the toy kind travels with the trial spec, by value.
     ray.cloudpickle.register_pickle_by_value(toy_plugins)
-    study = base_study(minilm_path, name="toy", task="toy_short_texts",
+    study = base_study(tiny_llama, name="toy", task="toy_short_texts",
                        search={"algorithm": "first_point", "num_samples": 1, "metric": "toy_accuracy", "mode": "max"},
                        tracking={"trackers": ["mlflow", "jsonl"]})
     assert main([write_study(workdir, study)]) == 0

@@ -1,15 +1,14 @@
 """The study catalogue: every study in sweeps/studies/ validates offline, and each one of the
 catalogue runs end to end in smoke mode (``--smoke --model TINY --data FOLDER``) through Ray
 Tune, Optuna and MLflow, on a tiny from-config model of its own architecture family and data
-generated in its own column layout. The studies run as separate drivers (two at a time) on one
-shared local Ray cluster, as a user would run them."""
+generated in its own column layout. The studies run with the README's arguments, two at a time,
+on one shared local Ray cluster (tests/smoke_driver.py)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ CATALOGUE = [
 # Two drivers at a time on the two-CPU cluster: a third one made the whole catalogue slower
 # (531 s vs 400 s, measured 2026-11-23): its imports and data preparation compete for the CPUs.
 DRIVERS_AT_ONCE = 2
+REPO = Path(__file__).resolve().parents[1]
 EVAL_FILE = {"classification": "eval/predictions.csv", "qa": "eval/predictions.csv", "sft": "eval/generations.csv"}
 
 
@@ -66,29 +66,35 @@ def tiny_models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory, tiny_models) -> dict[str, tuple[int, Path, float]]:
-    """Every catalogue study run as the README says (``python -m sweeps.run NAME --smoke --model
-    TINY --data FOLDER``), each in its own folder (its own ./mlflow.db), as separate drivers on
-    one shared local Ray cluster, DRIVERS_AT_ONCE studies at a time. Returns name -> (exit code, folder, seconds)."""
+    """Every catalogue study run with the README's arguments (``python -m sweeps.run NAME
+    --smoke --model TINY --data FOLDER``), each in its own folder (its own ./mlflow.db), on one
+    shared local Ray cluster, by DRIVERS_AT_ONCE long-lived driver processes that take the
+    studies in turn (tests/smoke_driver.py: imports and the Ray client paid once per driver, not
+    once per study). Returns name -> (exit code, folder, seconds)."""
+    import json
+
     ray = local_ray()
     address = ray.get_runtime_context().gcs_address
     root = tmp_path_factory.mktemp("smoke")
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    pending, running, done = list(CATALOGUE), {}, {}
-    while pending or running:
-        while pending and len(running) < DRIVERS_AT_ONCE:
-            name = pending.pop(0)
-            folder = root / name
-            folder.mkdir()
-            study = load_study(name)
-            data = study_data.write(study, folder / "data")
-            cmd = [sys.executable, "-m", "sweeps.run", name, "--smoke", "--model", tiny_models(family(study.model)), "--data", str(data), "--address", address]
-            log = open(folder / "driver.log", "w")
-            running[name] = (subprocess.Popen(cmd, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT), folder, time.time())
-        for name, (proc, folder, started) in list(running.items()):
-            if proc.poll() is not None:
-                done[name] = (proc.returncode, folder, time.time() - started)
-                del running[name]
-        time.sleep(0.5)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])  # tests.smoke_driver
+    folders = []
+    for name in CATALOGUE:
+        folder = root / name
+        folder.mkdir()
+        study = load_study(name)
+        data = study_data.write(study, folder / "data")
+        argv = [name, "--smoke", "--model", tiny_models(family(study.model)), "--data", str(data), "--address", address]
+        (folder / "job.json").write_text(json.dumps(argv))
+        folders.append(str(folder))
+    cmd = [sys.executable, "-m", "tests.smoke_driver", *folders]
+    drivers = [subprocess.Popen(cmd, env=env, cwd=root, stdout=open(root / f"pool-{i}.log", "w"), stderr=subprocess.STDOUT) for i in range(DRIVERS_AT_ONCE)]
+    for i, proc in enumerate(drivers):
+        assert proc.wait() == 0, (root / f"pool-{i}.log").read_text()[-3000:]
+    done = {}
+    for name in CATALOGUE:
+        result = json.loads((root / name / "result.json").read_text())
+        done[name] = (result["rc"], root / name, result["seconds"])
     return done
 
 

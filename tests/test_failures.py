@@ -91,8 +91,8 @@ def test_nan_scores_stop_the_loop():
 
 @pytest.mark.ray
 @pytest.mark.parametrize("in_process", [False, True], ids=["train_worker", "in_process"])
-def test_a_diverging_trial_fails_at_once_as_the_worst_result_and_the_study_goes_on(workdir, minilm_path, capsys, in_process):
-    """Real Ray (Train V2 state tracking on, to count attempts), real MLflow: a learning rate
+def test_a_diverging_trial_fails_at_once_as_the_worst_result_and_the_study_goes_on(ray_cluster, workdir, tiny_llama, capsys, in_process):
+    """Real Ray (the shared cluster has Train V2 state tracking on, to count attempts), real MLflow: a learning rate
     that sends the weights to inf. The trial may be restarted twice (max_failures: 2); it must
     run once, end FAILED with error=diverged and the step, and give the searcher its worst score;
     in a Train worker, or in the trial's own Tune actor (resources.in_process)."""
@@ -103,51 +103,46 @@ def test_a_diverging_trial_fails_at_once_as_the_worst_result_and_the_study_goes_
     from sweeps.tuning.tuner import run_study
     from tests.conftest import base_study, mlflow_runs, write_study
 
-    ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False, runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}})
-    try:
-        spec = base_study(minilm_path, name="diverge")
-        spec["search_space"]["overrides"]["learning_rate"] = [3e-3, 1e20]
-        # warm-up from 0: step 1 is still sane (an eval point, a checkpoint, a score), a later step diverges
-        spec["search_space"]["overrides"]["warmup_ratio"] = 0.5
-        spec["training"].update(max_steps=4, eval_every_steps=1)
-        spec["resources"].update(max_failures=2, in_process=in_process)
-        spec["search"]["max_concurrent_trials"] = 1
-        outcome = run_study(load_study(write_study(workdir, spec), []))
+    spec = base_study(tiny_llama, name="diverge")
+    spec["search_space"]["overrides"]["learning_rate"] = [3e-3, 1e20]
+    # warm-up from 0: step 1 is still sane (an eval point, a checkpoint, a score), a later step diverges
+    spec["search_space"]["overrides"]["warmup_ratio"] = 0.5
+    spec["training"].update(max_steps=4, eval_every_steps=1)
+    spec["resources"].update(max_failures=2, in_process=in_process)
+    spec["search"]["max_concurrent_trials"] = 1
+    outcome = run_study(load_study(write_study(workdir, spec), []))
 
-        assert outcome.counts["failed"] == 1 and outcome.counts["completed"] == 1
-        bad = next(r for r in outcome.results if r.config["learning_rate"] == 1e20)
-        assert bad.metrics["f1_macro"] == -math.inf  # what the searcher and the scheduler were told
-        assert outcome.best is not None and outcome.best["config"]["learning_rate"] == 3e-3
+    assert outcome.counts["failed"] == 1 and outcome.counts["completed"] == 1
+    bad = next(r for r in outcome.results if r.config["learning_rate"] == 1e20)
+    assert bad.metrics["f1_macro"] == -math.inf  # what the searcher and the scheduler were told
+    assert outcome.best is not None and outcome.best["config"]["learning_rate"] == 3e-3
 
-        client, found = mlflow_runs(workdir, "diverge")
-        run = next(r for r in found if r.data.params.get("learning_rate") == "1e+20")
-        assert run.info.status == "FAILED"
-        assert run.data.tags["error_kind"] == "diverged" and run.data.tags["error"].startswith("diverged at step ")
-        assert run.data.tags["status"] == "failed" and run.data.metrics["diverged_at_step"] >= 2
-        assert "f1_macro" in run.data.metrics  # it had scored step 1 before it diverged
-        assert all(math.isfinite(v) for v in run.data.metrics.values())  # no -inf stand-in in MLflow
+    client, found = mlflow_runs(workdir, "diverge")
+    run = next(r for r in found if r.data.params.get("learning_rate") == "1e+20")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error_kind"] == "diverged" and run.data.tags["error"].startswith("diverged at step ")
+    assert run.data.tags["status"] == "failed" and run.data.metrics["diverged_at_step"] >= 2
+    assert "f1_macro" in run.data.metrics  # it had scored step 1 before it diverged
+    assert all(math.isfinite(v) for v in run.data.metrics.values())  # no -inf stand-in in MLflow
 
-        # --extend's searcher, rebuilt from MLflow, is told the same worst score
-        from sweeps.reporting import leaderboard
-        from sweeps.reporting.optuna_view import as_optuna_study
-        from sweeps.tracking import runs as runs_mod
+    # --extend's searcher, rebuilt from MLflow, is told the same worst score
+    from sweeps.reporting import leaderboard
+    from sweeps.reporting.optuna_view import as_optuna_study
+    from sweeps.tracking import runs as runs_mod
 
-        parent = next(r for r in found if "mlflow.parentRunId" not in r.data.tags)
-        scores = leaderboard.score_trials(client, runs_mod.trial_runs(client, parent), "f1_macro", "max")
-        rebuilt = as_optuna_study(scores, runs_mod.parent_yaml(client, parent, runs_mod.SPACE_FILE), ["lora"], "max", client, "f1_macro", failed_as_worst=True)
-        told = {t.params["learning_rate"]: (t.state.name, t.value) for t in rebuilt.trials}
-        assert scores[-1].run.info.run_id == run.info.run_id  # the failed trial ranks last, whatever it scored before
-        assert told[1e20] == ("COMPLETE", -math.inf) and told[3e-3][0] == "COMPLETE" and told[3e-3][1] > 0
+    parent = next(r for r in found if "mlflow.parentRunId" not in r.data.tags)
+    scores = leaderboard.score_trials(client, runs_mod.trial_runs(client, parent), "f1_macro", "max")
+    rebuilt = as_optuna_study(scores, runs_mod.parent_yaml(client, parent, runs_mod.SPACE_FILE), ["lora"], "max", client, "f1_macro", failed_as_worst=True)
+    told = {t.params["learning_rate"]: (t.state.name, t.value) for t in rebuilt.trials}
+    assert scores[-1].run.info.run_id == run.info.run_id  # the failed trial ranks last, whatever it scored before
+    assert told[1e20] == ("COMPLETE", -math.inf) and told[3e-3][0] == "COMPLETE" and told[3e-3][1] > 0
 
-        # trained once: a restart would resume from the step-1 checkpoint and say so
-        assert run.data.metrics["resumed_from_step"] == 0 and run.data.metrics["in_process"] == int(in_process)
-        if in_process:
-            return
-        # Train ran the diverging trial's workers once, not 1 + max_failures times
-        runs = ray.get(get_state_actor().get_train_runs.remote())
-        attempts = ray.get(get_state_actor().get_train_run_attempts.remote())
-        bad_run = next(rid for rid, r in runs.items() if r.name.endswith(bad.metrics["trial_id"]))
-        assert len(attempts[bad_run]) == 1
-    finally:
-        ray.shutdown()  # the next test gets the shared cluster again (conftest.local_ray)
+    # trained once: a restart would resume from the step-1 checkpoint and say so
+    assert run.data.metrics["resumed_from_step"] == 0 and run.data.metrics["in_process"] == int(in_process)
+    if in_process:
+        return
+    # Train ran the diverging trial's workers once, not 1 + max_failures times
+    runs = ray.get(get_state_actor().get_train_runs.remote())
+    attempts = ray.get(get_state_actor().get_train_run_attempts.remote())
+    bad_run = next(rid for rid, r in runs.items() if r.name.endswith(bad.metrics["trial_id"]))
+    assert len(attempts[bad_run]) == 1

@@ -180,6 +180,7 @@ def test_evaluation_runs_shortest_first_and_answers_in_the_loaders_order(minilm_
     assert loss == pytest.approx(float(torch.stack([o.loss for o in one_by_one]).mean()), rel=1e-4)
 
 
+@pytest.mark.slow  # Inductor builds C++ kernels: ~40 s
 def test_compiled_training_forward_trains_the_same_weights_as_eager(tmp_path):
     """``training.compile``: the steps run through torch.compile (real Inductor, CPU here) on
     the very parameters the optimizer, checkpoints and eager evaluation use, and take the same

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.ray
 TRIAL_METRICS = ("train_loss", "f1_macro", "eval_loss", "step")
 
 
-def test_sweep_survives_a_tracking_server_restart_and_keeps_secrets_out(tmp_path, minilm_path):
+def test_sweep_survives_a_tracking_server_restart_and_keeps_secrets_out(tmp_path, tiny_llama, ray_cluster):
     import mlflow
 
     (tmp_path / "server").mkdir()
@@ -27,7 +27,7 @@ def test_sweep_survives_a_tracking_server_restart_and_keeps_secrets_out(tmp_path
     secret_uri = server.uri.replace("http://", "http://alice:s3cret@")
     work = tmp_path / "work"
     work.mkdir()
-    spec = base_study(minilm_path, name="outage", tracking={"tracking_uri": secret_uri})
+    spec = base_study(tiny_llama, name="outage", tracking={"tracking_uri": secret_uri})
     spec["search_space"]["overrides"]["learning_rate"] = [3e-3, 1e-3]
     spec["training"].update(max_steps=8, eval_every_steps=2)
     spec["search"]["max_concurrent_trials"] = 1
@@ -35,7 +35,9 @@ def test_sweep_survives_a_tracking_server_restart_and_keeps_secrets_out(tmp_path
     # MLflow's client retries with backoff (factor 2 by default: ~4 min in all); factor 1 keeps
     # the wait after the restart short here
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": "", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-    sweep = subprocess.Popen([sys.executable, "-m", "sweeps.run", study, "--local"], cwd=work, env=env,
+    # a separate driver process on the run's shared cluster (its MLflow client is the one that retries)
+    address = ray_cluster.get_runtime_context().gcs_address
+    sweep = subprocess.Popen([sys.executable, "-m", "sweeps.run", study, "--address", address], cwd=work, env=env,
                              stdout=open(work / "out.log", "w"), stderr=open(work / "err.log", "w"))
     client = mlflow.tracking.MlflowClient(server.uri)
     try:
@@ -49,7 +51,7 @@ def test_sweep_survives_a_tracking_server_restart_and_keeps_secrets_out(tmp_path
             time.sleep(0.5)
         assert sweep.poll() is None, (work / "err.log").read_text()[-3000:]
         server.kill()
-        time.sleep(20)  # the sweep goes on training and waits on MLflow's retries
+        time.sleep(10)  # the sweep goes on training and waits on MLflow's retries
         server.start()
         assert sweep.wait(timeout=400) == 0, (work / "err.log").read_text()[-3000:]
         found = client.search_runs([client.get_experiment_by_name("outage").experiment_id])

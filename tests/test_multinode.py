@@ -16,7 +16,7 @@ from tests.conftest import (
     write_study,
 )
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.own_ray]  # its own 3-node cluster
 
 # Each trial worker asks for a whole (fake) GPU, so a node holds one worker at a time and
 # two workers must be on two nodes. gloo: the GPUs are Ray resources, not CUDA devices.
@@ -134,7 +134,7 @@ def test_resume_after_the_driver_is_killed_runs_no_trial_twice(cluster, workdir,
     assert main([path, "--resume"]) == 2  # nothing left to resume: clear error, exit 2
 
 
-def test_a_lost_worker_node_costs_only_the_progress_since_the_last_checkpoint(cluster, workdir, minilm_path):
+def test_a_lost_worker_node_costs_only_the_progress_since_the_last_checkpoint(cluster, workdir, tiny_llama):
     """Kill the node a trial trains on, without warning (like a spot node reclaimed): the trial
     resumes on the other worker node from its last checkpoint and the study finishes.
     Runs last in this module: it removes a node."""
@@ -145,8 +145,9 @@ def test_a_lost_worker_node_costs_only_the_progress_since_the_last_checkpoint(cl
 
     c, workers = cluster
     study = base_study(
-        minilm_path, name="lost", data={"source": "generated", "name": "emotion", "rows": 400},
-        training={"epochs": 1, "batch_size": 16, "max_length": 24, "evals_per_epoch": 4},
+        tiny_llama, name="lost", data={"source": "generated", "name": "emotion", "rows": 400},
+        # the tiny Llama (bookkeeping, not learning): eight checkpoints, so the node loss lands mid-run
+        training={"epochs": 1, "batch_size": 8, "max_length": 24, "evals_per_epoch": 8},
         resources={**GPU_TRIAL, "max_failures": 2},
     )
     lost: list[str] = []

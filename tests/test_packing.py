@@ -251,30 +251,36 @@ def test_bad_packing_settings_name_the_field(tmp_path, tiny_llama, key, value):
     assert caught.value.field == f"resources.{key}"
 
 
+@pytest.fixture(scope="module")
+def one_fake_gpu():
+    """A local Ray cluster of two CPUs and one fake GPU, for this module's packed trials."""
+    import ray
+
+    ray.shutdown()  # the run's shared cluster has no GPU
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=True, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.mark.ray
+@pytest.mark.own_ray
 @pytest.mark.parametrize("in_process", [False, True], ids=["train_worker", "in_process"])
-def test_packed_trials_share_one_fake_gpu(workdir, tiny_llama, in_process):
+def test_packed_trials_share_one_fake_gpu(one_fake_gpu, workdir, tiny_llama, in_process):
     """One fake GPU and two CPUs: with auto packing (2 per GPU) both trials run at once on
     GPU 0, each asking Ray for half of it (in Train workers or in their Tune actors); the
     parent run records the decision."""
     import mlflow
-    import ray
 
     from sweeps.run import main
 
-    ray.shutdown()
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=True, log_to_driver=False)
-    try:
-        study = base_study(
-            tiny_llama, name="packed", methods=["lora", "ia3"],
-            resources={"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": "auto", "gpu_memory_gb": 16, "max_trials_per_gpu": 2,
-                       "backend": "gloo", "start_timeout_s": 60, "in_process": in_process},
-            search={"algorithm": "grid", "grid_repeats": 1, "metric": "f1_macro", "mode": "max"},
-            training={"epochs": 2, "batch_size": 8, "max_length": 24, "evals_per_epoch": 2},
-        )
-        assert main([write_study(workdir, study)]) == 0
-    finally:
-        ray.shutdown()
+    study = base_study(
+        tiny_llama, name="packed", methods=["lora", "ia3"],
+        resources={"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": "auto", "gpu_memory_gb": 16, "max_trials_per_gpu": 2,
+                   "backend": "gloo", "start_timeout_s": 60, "in_process": in_process},
+        search={"algorithm": "grid", "grid_repeats": 1, "metric": "f1_macro", "mode": "max"},
+        training={"epochs": 2, "batch_size": 8, "max_length": 24, "evals_per_epoch": 2},
+    )
+    assert main([write_study(workdir, study)]) == 0
     client = mlflow.tracking.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("packed").experiment_id])
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)

@@ -25,7 +25,7 @@ from sweeps import predict as predict_cli
 from sweeps import report as report_cli
 from sweeps.run import main as run_main
 from tests import browser
-from tests.conftest import local_ray, mlflow_runs, running_mlflow_server
+from tests.conftest import local_ray, mlflow_runs
 from trainables.precision import cpu_flags
 
 pytestmark = pytest.mark.ray
@@ -83,13 +83,8 @@ class Sweep:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
-        yield uri
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory, server) -> Sweep:
+def sweep(tmp_path_factory, mlflow_server) -> Sweep:
+    server = mlflow_server  # the test run's one tracking server
     folder = tmp_path_factory.mktemp("report-sweep")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)

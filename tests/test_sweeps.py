@@ -130,10 +130,10 @@ def _optuna_study_in(obj, depth: int = 0):
     return None
 
 
-def test_extend_adds_trials_under_the_same_parent_whose_searcher_saw_the_earlier_ones(ray_cluster, workdir, minilm_path, capsys):
+def test_extend_adds_trials_under_the_same_parent_whose_searcher_saw_the_earlier_ones(ray_cluster, workdir, tiny_llama, capsys):
     import pickle
 
-    study = base_study(minilm_path, search={"algorithm": "optuna", "num_samples": 2, "metric": "f1_macro", "mode": "max", "seed": 0})
+    study = base_study(tiny_llama, search={"algorithm": "optuna", "num_samples": 2, "metric": "f1_macro", "mode": "max", "seed": 0})
     study["search_space"]["overrides"]["learning_rate"] = {"type": "loguniform", "low": 1e-3, "high": 1e-2}
     path = write_study(workdir, study)
     assert main([path]) == 0
@@ -179,11 +179,11 @@ def test_extend_bad_input_is_one_line_and_writes_nothing(workdir, minilm_path, c
     assert not (workdir / "mlflow.db").exists() and not (workdir / "ray_results").exists()
 
 
-def test_a_sampled_search_runs_each_point_of_a_finite_space_once_then_extend_says_it_is_spent(ray_cluster, workdir, minilm_path, capsys):
+def test_a_sampled_search_runs_each_point_of_a_finite_space_once_then_extend_says_it_is_spent(ray_cluster, workdir, tiny_llama, capsys):
     """Optuna on a 2-point space with num_samples 4, through real Tune and MLflow: two trials,
     one per point (the trial count is the space's points), and a later
     ``--extend`` refuses in one line, writing nothing, instead of running nothing."""
-    study = base_study(minilm_path, search={"algorithm": "optuna", "num_samples": 4, "metric": "f1_macro", "mode": "max", "seed": 0})
+    study = base_study(tiny_llama, search={"algorithm": "optuna", "num_samples": 4, "metric": "f1_macro", "mode": "max", "seed": 0})
     study["search_space"]["overrides"]["learning_rate"] = [3e-3, 1e-2]
     path = write_study(workdir, study)
     assert main([path]) == 0

@@ -90,6 +90,7 @@ def test_missing_data_file(capsys, workdir, minilm_path):
     assert "data.files.train: no such file 'nope.csv'" in err
 
 
+@pytest.mark.slow  # a fresh Python process importing the stack: ~10 s
 def test_cli_exit_code_is_2_in_a_real_process(workdir):
     import subprocess
     import sys
