@@ -35,10 +35,11 @@ def install(template: Path) -> None:
         if engine.url.get_backend_name() != "sqlite":
             return _ORIGINAL(engine)
         raw = engine.raw_connection()
+        source = sqlite3.connect(template)
         try:
-            with sqlite3.connect(template) as source:
-                source.backup(raw.driver_connection)
+            source.backup(raw.driver_connection)
         finally:
+            source.close()  # `with sqlite3.connect(...)` would only commit, never close
             raw.close()
 
     db_utils._initialize_tables = initialize
