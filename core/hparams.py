@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import functools
 import math
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 from core.errors import StudyError
 
@@ -72,8 +72,28 @@ DEFAULTS: dict[str, Any] = {
 
 def check_value(name: str, value: Any, field: str) -> None:
     check, what, fix = RULES[name]
+    number = _number_in_text(value)
+    if number is not None:  # YAML 1.1 reads 1e-4 and 1.0e30 (no dot / no exponent sign) as text
+        raise StudyError(field, f"{value!r} is text, not a number (YAML reads {value} as a string)", f"write {_yaml_float(number)}")
     if not check(value):
         raise StudyError(field, f"{value!r} is not allowed: {what}", fix() if callable(fix) else fix)
+
+
+def _number_in_text(value: Any) -> Optional[float]:
+    if not isinstance(value, str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _yaml_float(number: float) -> str:
+    """How to write ``number`` so that YAML reads a float (1e30 -> 1.0e+30, 1e-4 -> 0.0001)."""
+    import yaml
+
+    return yaml.safe_dump(number).split("\n", 1)[0]
 
 
 def check_name(name: str, field: str) -> None:

@@ -108,6 +108,22 @@ class SearchSpace:
                 filled[name] = p.values[0]  # type: ignore[index]
         return filled
 
+    def first_point(self, method: str) -> dict[str, Any]:
+        """A complete point of ``method``: each choice at its first value, each range at its
+        middle (geometric for log ranges, rounded for integers)."""
+        point: dict[str, Any] = {"method": method}
+        for name, p in self.params_for(method).items():
+            if p.type == "fixed":
+                continue
+            if not p.continuous:
+                point[name] = p.candidates()[0]
+            elif p.type == "loguniform":
+                point[name] = float(math.sqrt(p.low * p.high))  # type: ignore[operator]
+            else:
+                mid = (p.low + p.high) / 2  # type: ignore[operator]
+                point[name] = int(round(mid)) if p.type == "int" else float(mid)
+        return point
+
     def grid_points(self, methods: list[str], path: str = "search_space") -> list[dict[str, Any]]:
         """The full grid: per method, the product of its own params (so IA3 gets no rank)."""
         points: list[dict[str, Any]] = []

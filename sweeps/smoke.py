@@ -30,22 +30,27 @@ def _set(key: str, value: Any) -> str:
     return f"{key}={yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()}"
 
 
-def data_overrides(path: str) -> list[str]:
-    """``--set`` assignments that point the study at local files."""
+def local_files(path: str) -> dict[str, str]:
+    """Split -> file for a data file (the train split) or a folder with ``train.*`` and
+    optionally ``validation.*`` (``val.*``, ``dev.*``) and ``test.*``."""
     root = Path(path).expanduser()
     if root.is_file():
-        files = {"train": str(root)}
-    elif root.is_dir():
-        files = {}
-        for split, stems in SPLIT_NAMES.items():
-            found = [p for stem in stems for p in sorted(root.glob(f"{stem}.*")) if p.suffix in DATA_SUFFIXES]
-            if found:
-                files[split] = str(found[0])
-        if "train" not in files:
-            raise StudyError("--data", f"no train file in {root} (looked for train{{{','.join(DATA_SUFFIXES)}}})", "name the training file train.jsonl / train.csv, or pass the file itself")
-    else:
+        return {"train": str(root)}
+    if not root.is_dir():
         raise StudyError("--data", f"no file or folder at {path!r}", "pass a data file or a folder with train.* (and validation.*, test.*)")
-    return ["data.source=local", _set("data.files", files)]
+    files = {}
+    for split, stems in SPLIT_NAMES.items():
+        found = [p for stem in stems for p in sorted(root.glob(f"{stem}.*")) if p.suffix in DATA_SUFFIXES]
+        if found:
+            files[split] = str(found[0])
+    if "train" not in files:
+        raise StudyError("--data", f"no train file in {root} (looked for train{{{','.join(DATA_SUFFIXES)}}})", "name the training file train.jsonl / train.csv, or pass the file itself")
+    return files
+
+
+def data_overrides(path: str) -> list[str]:
+    """``--set`` assignments that point the study at local files."""
+    return ["data.source=local", _set("data.files", local_files(path))]
 
 
 def smoke_overrides(study: Study, gpu: bool) -> list[str]:
@@ -75,6 +80,10 @@ def smoke_overrides(study: Study, gpu: bool) -> list[str]:
             if not param.continuous:
                 sets.append(_set(f"search_space.overrides.{name}", param.candidates()[:1]))
         sets.append(_set("search.grid_repeats", 1))
-    else:
-        sets.append(_set("search.num_samples", len(study.methods)))
+    else:  # one trial per method: the study's own first point for a method, else one of ours
+        own: dict[str, dict[str, Any]] = {}
+        for point in study.search.first_points:
+            own.setdefault(point.get("method", study.methods[0]), point)
+        points = [*own.values(), *(study.space.first_point(m) for m in study.methods if m not in own)]
+        sets += [_set("search.num_samples", len(study.methods)), _set("search.first_points", points)]
     return sets

@@ -47,6 +47,8 @@ def test_unknown_key_suggests_the_near_one(capsys, workdir, minilm_path):
     [
         ("search_space.overrides.lora_r=[0, 8]", "search_space.overrides.lora_r", "rank"),
         ("search_space.overrides.learning_rate=[-0.001]", "search_space.overrides.learning_rate", "learning rate must be > 0"),
+        ("search_space.overrides.learning_rate=1.0e30", "search_space.overrides.learning_rate",
+         "'1.0e30' is text, not a number (YAML reads 1.0e30 as a string) (fix: write 1.0e+30)"),
         ("search.num_samples=0", "search.num_samples", "--num-samples"),
         ("search.metric=bleu", "search.metric", "f1_macro"),
         ("methods=[lora, dora]", "methods[1]", "unknown method 'dora'"),
@@ -160,6 +162,10 @@ BAD_DATA = {
                           "data.columns.text: row 40 of the train split has no text", "fill or remove"),
     "blank text cell": ({"train.jsonl": _jsonl(40), "validation.jsonl": _jsonl(10) + '{"text": "  ", "label": 1}\n'}, {}, "single_label",
                         "data.columns.text: row 10 of the validation split has no text", "fill or remove"),
+    "header-only validation csv": ({"train.csv": "text,label\n" + "".join(f"t {i},{i % 2}\n" for i in range(40)), "validation.csv": "text,label\n"}, {}, "single_label",
+                                   "data.files.validation: the validation split is empty: ", "has no rows (fix: add rows, or remove data.files.validation)"),
+    "a label with one row, by its name": ({"train.jsonl": _jsonl(40, lambda i: ["joy", "anger"][i % 2] if i != 7 else "joyy")}, {}, "single_label",
+                                          "data.validation_fraction: cannot cut a stratified split: label(s) 'joyy' have a single row among 40", "drop those labels"),
     "multi-label cell not 0/1": ({"train.jsonl": "".join(f'{{"text": "t {i}", "a": {i % 3}, "b": 1}}\n' for i in range(40)), "validation.jsonl": '{"text": "v", "a": 1, "b": 0}\n' * 5},
                                  {"columns": {"text": "text", "labels": ["a", "b"]}}, "multi_label", "data.columns.labels: column 'a' holds 2 in row 2 of the train split", "0/1"),
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -138,6 +139,10 @@ def _load_local(spec: Any) -> DatasetDict:
     try:
         return load_dataset(builder, data_files=files, keep_in_memory=True, **kwargs)
     except Exception as exc:  # malformed or truncated files: say which study field to look at
+        empty = re.search(r'Instruction "(\w+)" corresponds to no data', str(exc))
+        if empty and empty.group(1) in files:  # e.g. a csv with a header row only
+            split = empty.group(1)
+            raise StudyError(f"data.files.{split}", f"the {split} split is empty: {files[split]} has no rows", f"add rows, or remove data.files.{split}") from None
         raise StudyError("data.files", f"could not read the {fmt} files: {_root_cause(exc)}", "fix the file, or check data.format, data.delimiter and data.column_names") from None
     finally:
         loader_log.setLevel(level)
@@ -268,8 +273,9 @@ def _strata(labels: list[Any], multi_label: bool) -> list[int]:
     return [int(np.argmax(v)) if any(v) else -1 for v in labels]
 
 
-def stratified_split(train: Dataset, fraction: float, seed: int, multi_label: bool) -> tuple[Dataset, Dataset]:
-    """Split train into train/validation keeping label shares (multi-label: by first label)."""
+def stratified_split(train: Dataset, fraction: float, seed: int, multi_label: bool, names: Optional[list[str]] = None) -> tuple[Dataset, Dataset]:
+    """Split train into train/validation keeping label shares (multi-label: by first label).
+    ``names``: the label names, so an error names labels as the data writes them."""
     from sklearn.model_selection import (
         train_test_split,  # here: sklearn costs ~0.7 s to import
     )
@@ -279,7 +285,8 @@ def stratified_split(train: Dataset, fraction: float, seed: int, multi_label: bo
     counts = Counter(strata)
     rare = sorted(c for c, n in counts.items() if n < 2)
     if rare and not multi_label:  # multi-label strata (first label) are approximate anyway
-        raise StudyError("data.validation_fraction", f"cannot cut a stratified split: label(s) {rare} have a single row among {len(train)}", "add rows, give a validation file (data.files.validation), or drop those labels (data.drop_labels)")
+        shown = ", ".join(repr(names[c]) if names and 0 <= c < len(names) else str(c) for c in rare)
+        raise StudyError("data.validation_fraction", f"cannot cut a stratified split: label(s) {shown} have a single row among {len(train)}", "add rows, give a validation file (data.files.validation), or drop those labels (data.drop_labels)")
     try:
         tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strata if not rare else None)
     except ValueError as exc:  # e.g. fewer validation rows than classes
@@ -287,11 +294,11 @@ def stratified_split(train: Dataset, fraction: float, seed: int, multi_label: bo
     return train.select(sorted(tr)), train.select(sorted(va))
 
 
-def resplit(ds: DatasetDict, shares: dict[str, float], seed: int, multi_label: bool) -> DatasetDict:
+def resplit(ds: DatasetDict, shares: dict[str, float], seed: int, multi_label: bool, names: Optional[list[str]] = None) -> DatasetDict:
     """Pool the labelled splits and cut them into train/validation/test by ``shares``, stratified."""
     pool = datasets.concatenate_datasets([d for d in ds.values() if "labels" in d.column_names])
-    rest, test = stratified_split(pool, shares["test"], seed, multi_label)
-    train, validation = stratified_split(rest, shares["validation"] / (1 - shares["test"]), seed, multi_label)
+    rest, test = stratified_split(pool, shares["test"], seed, multi_label, names)
+    train, validation = stratified_split(rest, shares["validation"] / (1 - shares["test"]), seed, multi_label, names)
     return DatasetDict(train=train, validation=validation, test=test)
 
 
@@ -346,9 +353,9 @@ def load_splits(spec: Any, task: Task, seed: int) -> tuple[DatasetDict, list[str
         raise StudyError("data.columns.label", f"found {len(names)} label value(s)", "a classifier needs at least 2 labels")
     ds = _encode_labels(ds, spec, task, names)
     if spec.resplit:
-        ds = resplit(ds, spec.resplit, seed, task.multi_label)
+        ds = resplit(ds, spec.resplit, seed, task.multi_label, names)
     if "validation" not in ds:
-        ds["train"], ds["validation"] = stratified_split(ds["train"], spec.validation_fraction, seed, task.multi_label)
+        ds["train"], ds["validation"] = stratified_split(ds["train"], spec.validation_fraction, seed, task.multi_label, names)
     ds["train"] = _cap(ds["train"], spec.max_train_rows, seed)
     for split in ("validation", "test"):
         if split in ds:
