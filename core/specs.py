@@ -24,19 +24,21 @@ class Columns:
     (SQuAD layout: answers = {text: [..], answer_start: [..]}); instruction tuning reads
     ``messages`` (a list of {role, content} or ShareGPT {from, value} turns)."""
 
-    text: str = "text"
-    text_pair: Optional[str] = None
-    label: Optional[str] = "label"
-    labels: Optional[list[str]] = None
-    question: str = "question"
-    context: str = "context"
-    answers: str = "answers"
-    id: str = "id"
-    messages: str = "conversations"
+    text: str = "text"  # the text a classifier reads
+    text_pair: Optional[str] = None  # sentence_pair: the second text
+    label: Optional[str] = "label"  # the label (names or ids; multi-label: a list per row)
+    labels: Optional[list[str]] = None  # multi-label as one 0/1 column per label (then label: null)
+    question: str = "question"  # extractive QA
+    context: str = "context"  # extractive QA
+    answers: str = "answers"  # extractive QA: {text: [..], answer_start: [..]}
+    id: str = "id"  # extractive QA: one id per question
+    messages: str = "conversations"  # instruction: a list of {role, content} or {from, value} turns
 
 
 @dataclasses.dataclass
 class DataSpec:
+    """Where a study's rows come from (hub, local files, generated), how they are split and capped, and which columns hold what."""
+
     source: Literal["hub", "local", "generated"] = "local"
     name: Optional[str] = None  # hub data set id, or generator name for source=generated
     config: Optional[str] = None  # hub config name
@@ -45,15 +47,15 @@ class DataSpec:
     label_files: dict[str, str] = dataclasses.field(default_factory=dict)  # format lines: split -> file of labels, line by line with files (TweetEval)
     delimiter: Optional[str] = None  # csv only, e.g. ";"
     column_names: Optional[list[str]] = None  # csv without a header row
-    splits: dict[str, Optional[str]] = dataclasses.field(default_factory=lambda: {"train": "train"})
-    columns: Columns = dataclasses.field(default_factory=Columns)
-    label_names: Optional[list[str]] = None
+    splits: dict[str, Optional[str]] = dataclasses.field(default_factory=lambda: {"train": "train"})  # hub: our split -> the data set's (null: none)
+    columns: Columns = dataclasses.field(default_factory=Columns)  # which columns hold what
+    label_names: Optional[list[str]] = None  # names of integer labels 0..n-1 (default: the data's own, else the ids)
     drop_labels: Optional[list[Any]] = None  # rows with these label values are dropped (SNLI: -1 = no gold label)
     validation_fraction: float = 0.2  # stratified split of train when there is no validation split
     # Pool every split and cut it anew, stratified, e.g. {train: 0.7, validation: 0.1, test: 0.2}
     resplit: Optional[dict[str, float]] = None
-    max_train_rows: Optional[int] = None
-    max_eval_rows: Optional[int] = None
+    max_train_rows: Optional[int] = None  # cap on the rows trials train on (quicker trials, rougher ranking)
+    max_eval_rows: Optional[int] = None  # cap on the validation / test rows scored at each eval point
     rows: Optional[int] = None  # generated data: how many rows
 
     def validate(self, path: str) -> None:
@@ -94,19 +96,23 @@ class DataSpec:
 
 @dataclasses.dataclass
 class SpaceRef:
-    name: str
-    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """A named search space (search_spaces/NAME.yaml) with this study's changes."""
+
+    name: str  # defaults | lora | ia3 | peft_methods | small_encoder | sft_qlora | any search_spaces/NAME.yaml
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # param -> a list of values, one value, or a {type, low, high} range
 
 
 @dataclasses.dataclass
 class SearchSpec:
+    """How trials are picked (grid, random, Optuna TPE, or a registered searcher) and what they are ranked by."""
+
     algorithm: str = "optuna"  # grid | random | optuna (Optuna TPE) | any registered in sweeps.tuning.searchers
     num_samples: int = 8  # trials for random / optuna (a grid runs each of its points)
     grid_repeats: int = 1  # grid only: run the whole grid this many times (same seed: shows run-to-run noise, e.g. GPU nondeterminism)
     max_concurrent_trials: Optional[int] = None  # default: as many as the cluster fits
-    metric: str = "f1_macro"
-    mode: Literal["max", "min"] = "max"
-    seed: int = 0
+    metric: str = "f1_macro"  # what trials are ranked by: one of the task's metrics (e.g. f1_macro, f1, eval_loss)
+    mode: Literal["max", "min"] = "max"  # max for scores, min for losses
+    seed: int = 0  # the searcher's seed
     # random / optuna: settings to try first (e.g. a paper's), each a complete point of the space
     first_points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
@@ -121,6 +127,8 @@ class SearchSpec:
 
 @dataclasses.dataclass
 class SchedulerSpec:
+    """Early stopping: which trials Ray Tune stops at an eval point (ASHA) or none."""
+
     name: str = "asha"  # asha (stop weak trials early) | none (every trial to its end): sweeps.tuning.schedulers
     grace_period: int = 1  # eval points a trial always gets before it can be stopped
     reduction_factor: int = 2  # keep the top 1/reduction_factor at each rung
@@ -134,11 +142,13 @@ class SchedulerSpec:
 
 @dataclasses.dataclass
 class TrainingSpec:
-    epochs: float = 1.0
+    """One trial's training: schedule, batches, eval points, precision and task-kind settings."""
+
+    epochs: float = 1.0  # passes over the train rows per trial (fractions allowed)
     max_steps: Optional[int] = None  # optimizer steps; overrides epochs
     batch_size: int = 16  # per worker
     eval_batch_size: Optional[int] = None  # default: 2 x the rows per pass (batch_size, or micro_batch_size if smaller)
-    grad_accum: int = 1
+    grad_accum: int = 1  # batches per optimizer step
     # Rows per forward/backward pass: each batch is split into passes of at most this many and
     # their gradients summed: the same step on the same data, less activation memory, slower
     # at small sizes. null = the whole batch. A trial that runs out of memory with no larger
@@ -146,7 +156,7 @@ class TrainingSpec:
     # sets it when a whole batch would not fit one GPU.
     micro_batch_size: Optional[int] = None
     max_length: int = 128  # tokens; longer texts are truncated
-    seed: int = 42
+    seed: int = 42  # the trial's seed (weights of the head and adapters, data order, dropout)
     evals_per_epoch: int = 2  # eval points per epoch (what ASHA rungs count)
     eval_every_steps: Optional[int] = None  # overrides evals_per_epoch
     # Score the model before training too (before_* metrics, base-vs-tuned error analysis in the
@@ -209,8 +219,10 @@ class TrainingSpec:
 
 @dataclasses.dataclass
 class ResourcesSpec:
+    """What each trial asks Ray for (workers, CPUs, GPU share or packing), its timeouts and its failure budget."""
+
     workers: int = 1  # Ray Train workers per trial (> 1 = DDP)
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float = 1.0  # CPUs each worker (or in-process trial) asks Ray for
     # A fraction shares a GPU between trials; auto packs as many trials per GPU as their
     # estimated peak memory allows (sweeps/tuning/packing.py), at most max_trials_per_gpu.
     gpus_per_worker: Union[float, Literal["auto"]] = 0.0
@@ -299,6 +311,8 @@ class FinalSpec:
 
 @dataclasses.dataclass
 class TrackingSpec:
+    """Where the study is recorded: the MLflow experiment and tracking server, and extra trackers."""
+
     experiment: Optional[str] = None  # MLflow experiment; default: the study name
     tracking_uri: Optional[str] = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
     # Tune callbacks that record the study (sweeps.tracking.TRACKERS). mlflow is the record that

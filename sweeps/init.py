@@ -353,7 +353,10 @@ def render(name: str, model: str, found: Found, source: str) -> str:
     split_rows = ", ".join(f"{s} {n:,}" for s, n in found.rows.items())
     metric, mode, why = METRICS.get(found.task, METRICS["classification"])
     length = max_length(found.texts, model) if found.task not in ("extractive_qa", "extractive_qa_v2") else None
+    from sweeps.schema import SCHEMA_FILE, SCHEMA_URL_COMMENT
+
     lines = [
+        f"{SCHEMA_URL_COMMENT}{SCHEMA_FILE.as_uri()}",  # editors complete and check its keys
         f"# {name}: written by `python -m sweeps.init {source}` from the data ({split_rows} rows).",
         f"# Found: {'; '.join(found.notes)}.",
         "# Every key left out takes the project's default (search_spaces/defaults.yaml: per-method",

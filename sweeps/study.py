@@ -43,18 +43,21 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 @dataclasses.dataclass
 class Study:
-    name: str
+    """The top level of a study file: what to tune (model, task, data, methods), how to search,
+    how each trial trains, where it runs and where it is recorded."""
+
+    name: str  # the study's name (MLflow experiment, Ray run folder); default: the file's name
     model: str  # hub id, local folder, or packaged:<name>
-    task: str
-    data: DataSpec
-    methods: list[str]
-    search_space: SpaceRef = dataclasses.field(default_factory=lambda: SpaceRef("defaults"))  # search_spaces/defaults.yaml
-    description: str = ""
-    search: SearchSpec = dataclasses.field(default_factory=SearchSpec)
-    scheduler: SchedulerSpec = dataclasses.field(default_factory=SchedulerSpec)
-    training: TrainingSpec = dataclasses.field(default_factory=TrainingSpec)
-    resources: ResourcesSpec = dataclasses.field(default_factory=ResourcesSpec)
-    tracking: TrackingSpec = dataclasses.field(default_factory=TrackingSpec)
+    task: str  # single_label | multi_label | sentence_pair | extractive_qa | extractive_qa_v2 | instruction
+    data: DataSpec  # where the rows come from and which columns hold what
+    methods: list[str]  # lora | qlora | ia3 | full | head (baselines): each trial uses one; compared in one study
+    search_space: SpaceRef = dataclasses.field(default_factory=lambda: SpaceRef("defaults"))  # a named space (search_spaces/NAME.yaml) and overrides; default: defaults
+    description: str = ""  # one line: what the study is for
+    search: SearchSpec = dataclasses.field(default_factory=SearchSpec)  # how trials are picked (grid, random, Optuna TPE) and ranked
+    scheduler: SchedulerSpec = dataclasses.field(default_factory=SchedulerSpec)  # early stopping of weak trials (ASHA)
+    training: TrainingSpec = dataclasses.field(default_factory=TrainingSpec)  # each trial's schedule, batches, precision
+    resources: ResourcesSpec = dataclasses.field(default_factory=ResourcesSpec)  # what each trial asks Ray for, and its failure budget
+    tracking: TrackingSpec = dataclasses.field(default_factory=TrackingSpec)  # where MLflow records the study
     final: Optional[FinalSpec] = None  # retrain the search's best configurations on all rows (see FinalSpec)
     storage_path: Optional[str] = None  # Ray Tune storage (path or s3://...); default $SWEEPS_STORAGE_PATH, else ./ray_results
     space: Optional[SearchSpace] = dataclasses.field(default=None, init=False, repr=False)

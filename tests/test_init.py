@@ -42,6 +42,9 @@ def test_csv_with_text_and_label_columns(workdir, capsys):
     assert study["data"]["columns"] == {"text": "review", "label": "sentiment"}
     assert 32 <= study["training"]["max_length"] <= 64, "sized from the tweets' token counts"
     header = (workdir / "reviews.yaml").read_text()
+    from sweeps.schema import SCHEMA_FILE, SCHEMA_URL_COMMENT
+
+    assert header.splitlines()[0] == f"{SCHEMA_URL_COMMENT}{SCHEMA_FILE.as_uri()}", "editors check the keys it wrote"
     assert "# Launch:   python -m sweeps.run reviews.yaml" in header and "# 6 labels: anger, fear, joy, love, sadness, surprise" in header
 
 
