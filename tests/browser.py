@@ -50,18 +50,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(args: list[str], log: Path, env: dict[str, str], timeout_s: float = 240) -> Iterator[str]:
+def serving(args: list[str], log: Path, env: dict[str, str], timeout_s: float = 240, cwd: Path | None = None) -> Iterator[str]:
     """``python -m sweeps.serve ARGS`` in its own process, as a user starts it; yields its URL
-    once it answers, and stops it afterwards."""
+    once it answers, and stops it afterwards. (Also what bench/gpu_acceptance.py serves with:
+    a RuntimeError, not a pytest failure, when it does not come up.)"""
     port = free_port()
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "sweeps.serve", *args, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen([sys.executable, "-m", "sweeps.serve", *args, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.time() + timeout_s
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"sweeps.serve exited {proc.returncode}: {log.read_text()[-2000:]}")
+                raise RuntimeError(f"sweeps.serve exited {proc.returncode}: {log.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(url, timeout=5) as response:
                     up = response.status == 200
@@ -70,7 +71,7 @@ def serving(args: list[str], log: Path, env: dict[str, str], timeout_s: float = 
             if up:
                 break
             if time.time() > deadline:
-                pytest.fail(f"sweeps.serve did not answer in {timeout_s} s: {log.read_text()[-2000:]}")
+                raise RuntimeError(f"sweeps.serve did not answer in {timeout_s} s: {log.read_text()[-2000:]}")
             time.sleep(1)
         yield url
     finally:

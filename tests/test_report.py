@@ -399,7 +399,7 @@ def test_mlflow_ui_lists_the_study_and_its_trials_in_a_real_browser(sweep, tmp_p
         names = page.locator("[role=gridcell][col-id='attributes.`Run Name`']")
         # The collapsed parent row answers "what did this study find" once its columns are shown.
         page.set_viewport_size({"width": 3000, "height": 640})  # the grid renders visible columns only
-        page.get_by_role("button", name="Columns").click()
+        page.get_by_role("button", name="Columns", exact=True).click()  # not "Show more columns (N total)"
         menu = page.locator("[data-radix-popper-content-wrapper]")
         for _, name in PARENT_COLUMNS.values():
             menu.get_by_text(name, exact=True).first.click()
