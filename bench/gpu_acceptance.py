@@ -221,7 +221,6 @@ def setup(run: Run) -> None:
     from packing import random_model  # gpu_check's random checkpoint + a decoder tokenizer
 
     run.model = random_model(run.shape, run.tokenizer, folder)
-    long_rows(run)
 
 
 def long_rows(run: Run) -> Path:

@@ -217,12 +217,10 @@ def infer(data: dict[str, Any], args: argparse.Namespace) -> Found:
     train = ds["train"]
     sample = train.select(range(min(len(train), 2000)))
     cols = {c: sample[c] for c in sample.column_names}
-    if data["format"] == "lines":  # the loader names them
-        cols = {"text": cols["text"], "label": cols["label"]} if "label" in cols else cols
-    return _decide(data, cols, rows, args)
+    return _decide(data, ds, cols, rows, args)
 
 
-def _decide(data: dict[str, Any], cols: dict[str, list[Any]], rows: dict[str, int], args: argparse.Namespace) -> Found:
+def _decide(data: dict[str, Any], ds: Any, cols: dict[str, list[Any]], rows: dict[str, int], args: argparse.Namespace) -> Found:
     names = ", ".join(cols)
     chat = [c for c, v in cols.items() if _is_chat(v)]
     answers = [c for c, v in cols.items() if _is_answers(v)]
@@ -246,10 +244,10 @@ def _decide(data: dict[str, Any], cols: dict[str, list[Any]], rows: dict[str, in
         found.texts = [f"{q} {c}" for q, c in zip(cols["question"][:500], cols["context"][:500])]
         found.notes.append("questions answered by a span of the context" + (" (some unanswerable: SQuAD v2 scoring)" if unanswerable else ""))
         return found
-    return _classification(data, cols, rows, args, task)
+    return _classification(data, ds, cols, rows, args, task)
 
 
-def _classification(data: dict[str, Any], cols: dict[str, list[Any]], rows: dict[str, int], args: argparse.Namespace, task: Optional[str]) -> Found:
+def _classification(data: dict[str, Any], ds: Any, cols: dict[str, list[Any]], rows: dict[str, int], args: argparse.Namespace, task: Optional[str]) -> Found:
     names = ", ".join(cols)
     for flag, col in (("--text", args.text), ("--text-pair", args.text_pair), ("--label", args.label)):
         if col is not None and col not in cols:
@@ -293,7 +291,7 @@ def _classification(data: dict[str, Any], cols: dict[str, list[Any]], rows: dict
     else:
         columns.update(label=None, labels=hot)
     found = Found(dict(data), task, rows)
-    labels = hot or _labels(values, data)
+    labels = _label_names(ds, label, hot, data)
     if len(labels) < 2:
         raise StudyError("--label", f"column {label!r} has {len(labels)} distinct value(s) ({', '.join(labels)}); a classifier needs at least 2", "pass the right --label COLUMN, or add rows of other labels")
     found.labels = labels
@@ -309,13 +307,16 @@ def _classification(data: dict[str, Any], cols: dict[str, list[Any]], rows: dict
     return found
 
 
-def _labels(values: list[Any], data: dict[str, Any]) -> list[str]:
-    if data.get("label_names"):
-        return list(data["label_names"])
-    flat = {x for v in values for x in (v if isinstance(v, list) else [v]) if x is not None}
-    if flat and all(isinstance(x, int) for x in flat):
-        return [str(i) for i in range(max(flat) + 1)]
-    return sorted(str(x) for x in flat)
+def _label_names(ds: Any, label: Optional[str], hot: list[str], data: dict[str, Any]) -> list[str]:
+    """The label names as the sweep's loader will find them, over every row of every split."""
+    import types
+
+    from core.specs import Columns
+    from trainables.data import _label_names as loader_names
+    from trainables.kinds import TASKS
+
+    spec = types.SimpleNamespace(columns=Columns(label=label, labels=hot or None), label_names=data.get("label_names"))
+    return [str(n) for n in loader_names(ds, spec, TASKS["single_label"])]
 
 
 # ---- the study file ------------------------------------------------------------------------
