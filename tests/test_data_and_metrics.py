@@ -105,3 +105,30 @@ def test_text_lines_with_label_lines_load_as_tweeteval_ships_them(tmp_path):
         parse(DataSpec, {"format": "lines", "files": {"train": str(tmp_path / "t.txt")}})
     with pytest.raises(StudyError, match=r"label_files: label files go with format: lines"):
         parse(DataSpec, {"files": {"train": str(tmp_path / "t.txt")}, "label_files": {"train": str(tmp_path / "l.txt")}})
+
+
+def test_tokenizing_names_each_result_without_pickling_the_tokenizer(minilm_path, monkeypatch):
+    """datasets' own fingerprint of a map pickles the function with the tokenizer inside it
+    (~1 s a study on MiniLM, more on large vocabularies): ours is the split, the tokenizer's
+    identity and the settings, so a change to any of them is a new name, and nothing is pickled."""
+    import datasets.fingerprint
+
+    spec = parse(DataSpec, {"source": "generated", "name": "emotion", "rows": 120})
+    raw, _ = data.load_splits(spec, TASKS["single_label"], seed=3)
+    tok = load_tokenizer(minilm_path)
+
+    own = datasets.fingerprint.update_fingerprint
+
+    def no_pickling(fingerprint, transform, transform_args):
+        assert not transform.endswith("_map_single"), "datasets fingerprinted the map by pickling encode() and the tokenizer"
+        return own(fingerprint, transform, transform_args)
+
+    monkeypatch.setattr(datasets.arrow_dataset, "update_fingerprint", no_pickling)
+    names = lambda d: {k: v._fingerprint for k, v in d.items()}  # noqa: E731
+    base = names(data.tokenize(raw, tok, 16, TASKS["single_label"]))
+    assert base == names(data.tokenize(raw, tok, 16, TASKS["single_label"])), "same input, same name"
+    assert len(set(base.values())) == len(base), "each split its own name"
+    shorter = names(data.tokenize(raw, tok, 8, TASKS["single_label"]))
+    assert not set(shorter.values()) & set(base.values()), "another max_length is another result"
+    tok.truncation_side = "left"
+    assert not set(names(data.tokenize(raw, tok, 16, TASKS["single_label"])).values()) & set(base.values())
