@@ -109,7 +109,7 @@ def test_a_diverging_trial_fails_at_once_as_the_worst_result_and_the_study_goes_
     spec["search_space"]["overrides"]["warmup_ratio"] = 0.5
     spec["training"].update(max_steps=4, eval_every_steps=1)
     spec["resources"].update(max_failures=2, in_process=in_process)
-    spec["search"]["max_concurrent_trials"] = 1
+    spec["search"]["max_concurrent_trials"] = 2  # side by side: nothing here needs them in turn
     outcome = run_study(load_study(write_study(workdir, spec), []))
 
     assert outcome.counts["failed"] == 1 and outcome.counts["completed"] == 1
