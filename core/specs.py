@@ -9,6 +9,7 @@ Checks that need a registry (task kinds, methods, search spaces, data generators
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -318,5 +319,12 @@ class TrackingSpec:
     # Tune callbacks that record the study (sweeps.tracking.TRACKERS). mlflow is the record that
     # report, export and predict read, so it is always on; others are added beside it.
     trackers: list[str] = dataclasses.field(default_factory=lambda: ["mlflow"])
+    register: bool = True  # log the study's model as an MLflow Model and register a new version of it
+    registered_model: Optional[str] = None  # its name in MLflow's Model Registry; default: the study name
+    champion_alias: str = "champion"  # the alias the best version holds: moved only when a new version beats it
+
+    def validate(self, path: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.champion_alias) or re.fullmatch(r"[vV]\d+|latest", self.champion_alias):
+            raise StudyError(f"{path}.champion_alias", f"{self.champion_alias!r} is not an alias MLflow takes", "use letters, digits, _ . - (not latest or v<number>), e.g. champion")
 
 

@@ -29,6 +29,11 @@ from sweeps.tracking.artifacts import ADAPTER, ADAPTER_FILES
 from trainables.inference import EXPORT_INFO
 
 
+# The base checkpoint's own head may have another shape (a classifier of other labels): the
+# trained head replaces it, so its weights are never used.
+FRESH_HEAD = {"ignore_mismatched_sizes": True}
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and any(out.iterdir()) and not (out / EXPORT_INFO).is_file():
         raise StudyError("--out", f"{out} exists and holds other files", "pass a new or empty folder (an earlier export there is replaced)")
@@ -84,13 +89,13 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
         if spec.peft_config is None:
             # full / head baselines: no adapter; the trained weights go into the base, always merged
             merge = True
-            model = load_base(task, base_path, {"config": config})
+            model = load_base(task, base_path, {"config": config, **FRESH_HEAD})
             load_trained(model, str(adapter))
             model.save_pretrained(work)
         elif merge:
             # The unquantized base in the checkpoint's own dtype (also for QLoRA: its adapter merges
             # into dequantized weights): the merged model is stored as the base model ships.
-            base = load_base(task, base_path, {"config": config})
+            base = load_base(task, base_path, {"config": config, **FRESH_HEAD})
             PeftModel.from_pretrained(base, adapter).merge_and_unload().save_pretrained(work)
         else:
             for name in ADAPTER_FILES:

@@ -425,6 +425,26 @@ def test_mlflow_ui_lists_the_study_and_its_trials_in_a_real_browser(sweep, tmp_p
         shutil.copy(shot, REPO / "docs" / "mlflow_ui.png")
 
 
+def test_mlflow_models_page_lists_the_studys_model_with_its_champion_alias(sweep, tmp_path):
+    """The demo's model in MLflow's Model Registry, as the Models page shows it."""
+    version = sweep.parent.data.tags["registered_model_version"]
+    assert str(sweep.client.get_registered_model("emotion_demo").aliases.get("champion")) == version  # a str over REST, an int from SQLite
+    shot = tmp_path / "mlflow_models.png"
+    with browser.page(width=1300, height=900) as page:
+        page.goto(f"{sweep.uri}/#/models/emotion_demo")
+        page.get_by_role("link", name=f"Version {version}", exact=True).first.wait_for(timeout=60_000)
+        page.get_by_text("champion").first.wait_for(timeout=30_000)
+        close = page.get_by_role("button", name="Close")  # the assistant side panel, if shown
+        if close.count():
+            close.first.click()
+        page.get_by_text("champion").first.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("SWEEPS_UPDATE_DOCS"):  # refresh the docs' screenshot
+        shutil.copy(shot, REPO / "docs" / "mlflow_models.png")
+
+
 def test_served_app_answers_as_predict_does_in_a_real_browser(sweep, tmp_path, cache, capsys):
     """``sweeps.serve`` in its own process, used from headless Chromium: the study it names, the
     label ``sweeps.predict`` gives for the same text, the base model beside it, and a validation

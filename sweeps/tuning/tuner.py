@@ -26,7 +26,7 @@ from core import outcomes
 from core.schedule import StepPlan, schedule
 from core.schema import to_dict
 from sweeps.study import Study
-from sweeps.tracking import TRACKERS, TrackerContext, mlflow_logger, runs, store
+from sweeps.tracking import TRACKERS, TrackerContext, mlflow_logger, model_registry, runs, store
 from sweeps.tuning import cluster, extend, final_stage, packing, resume
 from sweeps.tuning.schedulers import SCHEDULERS, reuses_actors
 from sweeps.tuning.searchers import SEARCHERS, GridSearcher, trial_count
@@ -172,6 +172,30 @@ def log_report(uri: str, parent_id: str) -> None:
               f"retry with: python -m sweeps.report {parent_id}", file=sys.stderr)
 
 
+def check_registry(study: Study) -> None:
+    """A study that registers its model: the store has a registry and the name is this task's
+    (before anything is written; a SQLite store not created yet holds no model to clash with)."""
+    uri = store.tracking_uri(study.tracking.tracking_uri)
+    if not study.tracking.register or (uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file()):
+        return
+    model_registry.check(mlflow.tracking.MlflowClient(uri), model_registry.model_name(study.tracking, study.name), study.task)
+
+
+def log_registered_model(uri: str, parent_id: str, study: Study) -> None:
+    """The study's model as a new version in MLflow's Model Registry (model_registry). A failure
+    is tagged on the run and printed, never fails the sweep: every trial is already recorded."""
+    client = mlflow.tracking.MlflowClient(uri)
+    try:
+        done = model_registry.register(client, client.get_run(parent_id), study.tracking, study.name, study.search.mode)
+    except Exception as exc:
+        mlflow.set_tag("register_error", f"{type(exc).__name__}: {exc}"[:500])
+        print(f"warning: the study's model could not be registered ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+              f"its trials and report are recorded; python -m sweeps.export {parent_id} still exports it", file=sys.stderr)
+        return
+    mlflow.set_tags({"registered_model": done.name, "registered_model_version": done.version})
+    print(done.line)
+
+
 def _forget_lost(storage: str, run_name: str, results: tune.ResultGrid, uri: str, parent_id: str) -> None:
     known = {r.path.rstrip("/").rsplit("/", 1)[-1] for r in results}
     lost = resume.forget_lost_trials(storage, run_name, known, uri, parent_id)
@@ -184,6 +208,7 @@ def run_study(study: Study, address: Optional[str] = None, local: bool = False, 
     """Run ``study`` as a sweep (and its final stage); with ``resume_run``, continue its latest
     interrupted run; with ``extend_by``, add that many search trials to its latest finished run."""
     store.check_reachable(store.tracking_uri(study.tracking.tracking_uri))
+    check_registry(study)
     previous = resume.latest_unfinished(storage_root(study), study.name) if resume_run else None
     extension = extend.prepare(study, extend_by) if extend_by is not None else None
     task = TASKS[study.task]
@@ -365,6 +390,8 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: StepPlan, max_co
             if verdict is not None:
                 mlflow.set_tag("beats_floor", str(verdict.beats).lower())
             log_report(uri, parent_id)
+            if study.tracking.register:
+                log_registered_model(uri, parent_id, study)
         elif extension:  # no new trial beat the earlier best: the parent keeps its model (run.py says so)
             if search_best is not None:
                 log_report(uri, parent_id)  # the leaderboard gains the new trials

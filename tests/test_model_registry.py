@@ -1,0 +1,131 @@
+"""The study's model in MLflow's Model Registry: a real sweep registers a pyfunc version that
+``mlflow.pyfunc.load_model`` and ``mlflow models serve`` answer with exactly as ``sweeps.predict``
+does; a later run registers another version and takes the champion alias only if it beats it."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from core.errors import StudyError
+from sweeps.tracking import model_registry
+from tests.conftest import base_study, write_study
+
+TEXTS = ["I am so happy today", "this is terrible and sad"]
+
+
+def test_only_a_better_score_takes_the_alias():
+    assert model_registry.beats(0.6, None, "max") and model_registry.beats(None, None, "min")  # nobody holds it
+    assert model_registry.beats(0.6, 0.5, "max") and not model_registry.beats(0.5, 0.5, "max") and not model_registry.beats(0.4, 0.5, "max")
+    assert model_registry.beats(0.4, 0.5, "min") and not model_registry.beats(0.6, 0.5, "min")
+    assert not model_registry.beats(None, 0.5, "max"), "a version without a score never displaces one with"
+
+
+def test_inputs_become_the_task_kinds_rows():
+    rows = [{"text": t} for t in TEXTS]
+    assert model_registry.as_rows(TEXTS, ("text",)) == rows
+    assert model_registry.as_rows(pd.DataFrame({"text": TEXTS}), ("text",)) == rows
+    assert model_registry.as_rows(pd.DataFrame({0: TEXTS}), ("text",)) == rows  # an unnamed column
+    pairs = model_registry.as_rows([{"text": "a", "text_pair": "b"}], ("text", "text_pair"))
+    assert pairs == [{"text": "a", "text_pair": "b"}]
+    with pytest.raises(ValueError, match="each input needs the fields question, context"):
+        model_registry.as_rows(["no context"], ("question", "context"))
+
+
+def test_a_bad_alias_is_one_line_naming_the_field(workdir, tiny_llama, capsys):
+    from sweeps.run import main
+
+    study = base_study(tiny_llama, tracking={"champion_alias": "v2"})
+    assert main([write_study(workdir, study), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: tracking.champion_alias: 'v2' is not an alias MLflow takes") and len(err.splitlines()) == 1
+
+
+@pytest.mark.ray
+def test_a_sweep_registers_its_model_as_a_pyfunc_version_that_answers_as_predict_does(ray_cluster, workdir, tiny_llama, capsys):
+    import mlflow
+
+    from sweeps import predict as predict_cli
+    from sweeps.run import main
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    path = write_study(workdir, base_study(tiny_llama))
+    assert main([path]) == 0
+    out = capsys.readouterr().out
+    assert "registered unit version 1 as @champion" in out
+    client = mlflow.tracking.MlflowClient(uri)
+    model = client.get_registered_model("unit")
+    assert model.tags["task"] == "single_label" and {k: str(v) for k, v in model.aliases.items()} == {"champion": "1"}
+    version = client.get_model_version_by_alias("unit", "champion")
+    parent = client.get_run(version.run_id)
+    assert parent.data.tags["registered_model_version"] == "1" and "mlflow.parentRunId" not in parent.data.tags
+    assert version.tags["trial_run_id"] == parent.data.tags["best_run_id"] and version.tags["metric"] == "f1_macro"
+    assert float(version.tags["value"]) == pytest.approx(parent.data.metrics["best_f1_macro"])
+
+    # the registered model answers exactly as `python -m sweeps.predict --json` does
+    assert predict_cli.main([version.run_id, *TEXTS, "--json", "--tracking-uri", uri]) == 0
+    predicted = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    mlflow.set_tracking_uri(uri)
+    loaded = mlflow.pyfunc.load_model("models:/unit@champion")
+    answers = loaded.predict(TEXTS)
+    assert [{k: v for k, v in p.items() if k != "text"} for p in predicted] == answers
+    assert loaded.metadata.signature.inputs.to_dict() == [{"type": "string", "required": True}], "plain strings in"
+
+    # ... and so does `mlflow models serve` over HTTP, offline, on 127.0.0.1
+    assert served_answers(uri, workdir) == answers
+
+    # a second run that cannot beat the champion: version 2, the alias stays on version 1
+    client.set_model_version_tag("unit", "1", "value", "1.0")  # a perfect f1_macro to beat
+    assert main([path]) == 0
+    out = capsys.readouterr().out
+    assert "registered unit version 2 without @champion: its f1_macro" in out and "does not beat version 1's 1.0" in out
+    assert {k: str(v) for k, v in client.get_registered_model("unit").aliases.items()} == {"champion": "1"}
+    assert sorted(int(v.version) for v in client.search_model_versions("name = 'unit'")) == [1, 2], "nothing overwritten"
+
+    # the same name for another task kind is refused before anything runs
+    other = base_study(tiny_llama, task="multi_label", tracking={"registered_model": "unit"})
+    with pytest.raises(StudyError) as caught:
+        from sweeps.study import load_study
+        from sweeps.tuning.tuner import check_registry
+
+        check_registry(load_study(write_study(workdir, other, "other.yaml")))
+    assert caught.value.field == "tracking.registered_model" and "holds single_label models" in str(caught.value)
+
+
+def served_answers(uri: str, workdir) -> list:
+    """POST the texts to ``mlflow models serve -m models:/unit@champion --env-manager local``
+    (in the activated environment: MLflow starts the environment's uvicorn by name)."""
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mlflow_cli = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+    log = open(workdir / "serve.log", "w")
+    server = subprocess.Popen([mlflow_cli, "models", "serve", "-m", "models:/unit@champion", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                              env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, (workdir / "serve.log").read_text()[-3000:]
+                time.sleep(0.5)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps({"inputs": TEXTS}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        return json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
