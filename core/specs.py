@@ -320,7 +320,7 @@ class TrackingSpec:
     # report, export and predict read, so it is always on; others are added beside it.
     trackers: list[str] = dataclasses.field(default_factory=lambda: ["mlflow"])
     register: bool = True  # log the study's model as an MLflow Model and register a new version of it
-    registered_model: Optional[str] = None  # its name in MLflow's Model Registry; default: the study name
+    registered_model: Optional[str] = None  # its name in MLflow's Model Registry; default: the experiment (the study name; <study>-smoke for --smoke)
     champion_alias: str = "champion"  # the alias the best version holds: moved only when a new version beats it
 
     def validate(self, path: str) -> None:

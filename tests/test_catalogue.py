@@ -257,3 +257,42 @@ def test_served_qa_app_answers_as_predict_does_in_a_real_browser(smoke_runs, tmp
         assert shown == ("(no answer in the context)" if want["no_answer"] else want["answer"])
         assert float(page.locator("#answer-score input").input_value()) == pytest.approx(want["score"], abs=1e-6)
         assert page.get_by_text("validation questions").count() == 1  # from the trial's eval/predictions.csv
+
+
+# One input per task kind and shape: the registered model must answer it as sweeps.predict does.
+REGISTRY_INPUTS = {
+    "squad_llama": ["--question", "When was the harbour of Riga built?", "--context", "The harbour of Riga was built in 1642."],
+    "finetome_llama": ["Say hello to the team."],
+    "snli_phi2_qlora": ["A man sits on a bench.", "--pair", "Someone is sitting."],
+    "emotion_methods": ["i feel wonderful today"],
+}
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("name", sorted(REGISTRY_INPUTS))
+def test_the_smoke_runs_registered_model_answers_as_predict_does(smoke_runs, name, tmp_path, capsys, monkeypatch):
+    """Each catalogue smoke run registered its model as version 1 of ``<study>-smoke`` (never of
+    the real study's model) with the champion alias; loaded with ``mlflow.pyfunc`` it answers QA,
+    instruction and sentence-pair inputs exactly as ``sweeps.predict --json`` does."""
+    import json
+
+    import mlflow
+    import pandas as pd
+
+    from sweeps import predict
+
+    rc, workdir, _ = smoke_runs[name]
+    assert rc == 0
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    client = mlflow.tracking.MlflowClient(uri)
+    assert [m.name for m in client.search_registered_models()] == [f"{name}-smoke"]
+    version = client.get_model_version_by_alias(f"{name}-smoke", "champion")
+    assert version.version in ("1", 1) and version.tags["task"] == load_study(name).task
+    monkeypatch.setenv("SWEEPS_CACHE", str(tmp_path / "cache"))
+    assert predict.main([version.run_id, "--tracking-uri", uri, "--json", *REGISTRY_INPUTS[name]]) == 0
+    predicted = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    model = mlflow.pyfunc.load_model(client.get_model_version_download_uri(f"{name}-smoke", version.version))
+    fields = model.metadata.signature.inputs.input_names()
+    rows = [{k: p[k] for k in ("text", "text_pair", "question", "context", "prompt") if k in p} for p in predicted]
+    answers = model.predict(pd.DataFrame(rows) if len(rows[0]) > 1 else [next(iter(r.values())) for r in rows])
+    assert answers == [{k: v for k, v in p.items() if k not in rows[0]} for p in predicted], fields

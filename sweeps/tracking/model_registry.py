@@ -90,8 +90,10 @@ class Registered:
     line: str  # what the console says
 
 
-def model_name(tracking: Any, study_name: str) -> str:
-    return tracking.registered_model or study_name
+def model_name(tracking: Any, experiment: str) -> str:
+    """``tracking.registered_model``, else the study's MLflow experiment: the study's name, and
+    ``<study>-smoke`` for a ``--smoke`` run, which must not add versions to the real study's model."""
+    return tracking.registered_model or experiment
 
 
 def check(client: MlflowClient, name: str, task: str) -> None:
@@ -129,7 +131,7 @@ def _requirements(quantized: bool) -> list[str]:
     return out
 
 
-def register(client: MlflowClient, parent: Run, tracking: Any, study_name: str, mode: str) -> Registered:
+def register(client: MlflowClient, parent: Run, tracking: Any, study_name: str, experiment: str, mode: str) -> Registered:
     """Log the parent's study model as a pyfunc under the parent run and register a new version."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
@@ -137,7 +139,7 @@ def register(client: MlflowClient, parent: Run, tracking: Any, study_name: str, 
     from sweeps.export import export
     from trainables.kinds import TASKS
 
-    name = model_name(tracking, study_name)
+    name = model_name(tracking, experiment)
     parent_id = parent.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
         info = export(client, parent, Path(tmp) / "export")

@@ -178,7 +178,7 @@ def check_registry(study: Study) -> None:
     uri = store.tracking_uri(study.tracking.tracking_uri)
     if not study.tracking.register or (uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file()):
         return
-    model_registry.check(mlflow.tracking.MlflowClient(uri), model_registry.model_name(study.tracking, study.name), study.task)
+    model_registry.check(mlflow.tracking.MlflowClient(uri), model_registry.model_name(study.tracking, study.experiment), study.task)
 
 
 def log_registered_model(uri: str, parent_id: str, study: Study) -> None:
@@ -186,7 +186,7 @@ def log_registered_model(uri: str, parent_id: str, study: Study) -> None:
     is tagged on the run and printed, never fails the sweep: every trial is already recorded."""
     client = mlflow.tracking.MlflowClient(uri)
     try:
-        done = model_registry.register(client, client.get_run(parent_id), study.tracking, study.name, study.search.mode)
+        done = model_registry.register(client, client.get_run(parent_id), study.tracking, study.name, study.experiment, study.search.mode)
     except Exception as exc:
         mlflow.set_tag("register_error", f"{type(exc).__name__}: {exc}"[:500])
         print(f"warning: the study's model could not be registered ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
