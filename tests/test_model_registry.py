@@ -1,6 +1,7 @@
 """The study's model in MLflow's Model Registry: a real sweep registers a pyfunc version that
 ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` answer with exactly as ``sweeps.predict``
-does; a later run registers another version and takes the champion alias only if it beats it."""
+does; a later run, or an ``--extend`` that improves the study, registers another version, which
+takes the champion alias only if it beats it."""
 
 from __future__ import annotations
 
@@ -51,7 +52,9 @@ def test_a_sweep_registers_its_model_as_a_pyfunc_version_that_answers_as_predict
     from sweeps.run import main
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    path = write_study(workdir, base_study(tiny_llama))
+    study = base_study(tiny_llama, search={"algorithm": "optuna", "num_samples": 1, "metric": "f1_macro", "mode": "max", "seed": 0})
+    study["search_space"]["overrides"]["learning_rate"] = {"type": "loguniform", "low": 1e-3, "high": 1e-2}  # extendable
+    path = write_study(workdir, study)
     assert main([path]) == 0
     out = capsys.readouterr().out
     assert "registered unit version 1 as @champion" in out
@@ -82,7 +85,29 @@ def test_a_sweep_registers_its_model_as_a_pyfunc_version_that_answers_as_predict
     out = capsys.readouterr().out
     assert "registered unit version 2 without @champion: its f1_macro" in out and "does not beat version 1's 1.0" in out
     assert {k: str(v) for k, v in client.get_registered_model("unit").aliases.items()} == {"champion": "1"}
-    assert sorted(int(v.version) for v in client.search_model_versions("name = 'unit'")) == [1, 2], "nothing overwritten"
+    versions = lambda: sorted(int(v.version) for v in client.search_model_versions("name = 'unit'"))  # noqa: E731
+    holder = lambda: str(client.get_registered_model("unit").aliases["champion"])  # noqa: E731
+    assert versions() == [1, 2], "nothing overwritten"
+
+    # --extend of that run (the latest finished one): which case happens is set up on the earlier
+    # trials, since a real extension's score is not ours to pick. Not better: no version, the alias stays.
+    from tests.conftest import trial_runs
+
+    second = client.get_model_version("unit", "2").run_id
+    latest = [r for r in trial_runs(workdir, "unit") if r.data.tags["mlflow.parentRunId"] == second]
+    client.log_metric(latest[0].info.run_id, "f1_macro", 1.0, step=10**6)  # an unbeatable earlier trial
+    assert main([path, "--extend", "1"]) == 0
+    assert "registered unit" not in capsys.readouterr().out
+    assert versions() == [1, 2] and holder() == "1"
+    # Better (no earlier trial counts: marked failed) and above the holder's score: version 3 takes the alias.
+    for run in trial_runs(workdir, "unit"):
+        if run.data.tags["mlflow.parentRunId"] == second:
+            client.set_tag(run.info.run_id, "status", "failed")
+    client.set_model_version_tag("unit", "1", "value", "-1.0")
+    assert main([path, "--extend", "1"]) == 0
+    assert "registered unit version 3 as @champion: f1_macro" in capsys.readouterr().out
+    assert versions() == [1, 2, 3] and holder() == "3"
+    assert client.get_model_version("unit", "3").run_id == second, "the extension's version hangs off the run it extends"
 
     # the same name for another task kind is refused before anything runs
     other = base_study(tiny_llama, task="multi_label", tracking={"registered_model": "unit"})
@@ -129,3 +154,4 @@ def served_answers(uri: str, workdir) -> list:
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
+
