@@ -66,6 +66,7 @@ def test_ray_token_auth_and_private_services(config):
     mlflow = next(c for c in config["head_start_ray_commands"] if "nohup" in c and "mlflow server" in c)
     assert "--host $HEAD_IP" in mlflow and "0.0.0.0" not in mlflow
     assert "--artifacts-destination s3://" in mlflow
+    assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false" in mlflow  # no idle GenAI job runner on the head
     assert all("SWEEPS_STORAGE_PATH=s3://" in c for c in ray_starts)
 
 

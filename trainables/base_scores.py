@@ -18,14 +18,18 @@ Trials that start together may both compute; the scores are the same either way.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import ray
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 SAMPLES_PER_TENSOR = 256  # values of each weight hashed: enough to tell two head inits or dtypes apart
 
 
+# torch is imported inside the functions that use it, not here: the actor's process imports this
+# module to build the class, and torch's import (~2 s of CPU) would be most of the actor's cost.
 @ray.remote(num_cpus=0)
 class BaseScores:
     """key -> {"metrics": before_* scores, "payload": the kind's validation outputs}."""
@@ -51,6 +55,7 @@ def start() -> Any:
 
 def adapter_parameters(net: torch.nn.Module) -> set[int]:
     """ids of the adapter's own weights (peft's ``adapter_layer_names`` of each tuner layer)."""
+    import torch
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     ids: set[int] = set()
@@ -67,6 +72,8 @@ def adapter_parameters(net: torch.nn.Module) -> set[int]:
 
 def key(net: torch.nn.Module, method: str, seed: int, device: torch.device) -> str:
     """What the model's scores before training depend on, as one string."""
+    import torch
+
     h = hashlib.sha256(f"{method}|{seed}|{device.type}".encode())
     adapter = adapter_parameters(net)
     with torch.no_grad():
