@@ -12,7 +12,7 @@ import pytest
 
 from core.errors import StudyError
 from sweeps.tracking import model_registry
-from tests.conftest import base_study, write_study
+from tests.conftest import base_study, mlflow_runs, write_study
 
 TEXTS = ["I am so happy today", "this is terrible and sad"]
 
@@ -109,14 +109,30 @@ def test_a_sweep_registers_its_model_as_a_pyfunc_version_that_answers_as_predict
     assert versions() == [1, 2, 3] and holder() == "3"
     assert client.get_model_version("unit", "3").run_id == second, "the extension's version hangs off the run it extends"
 
-    # the same name for another task kind is refused before anything runs
-    other = base_study(tiny_llama, task="multi_label", tracking={"registered_model": "unit"})
-    with pytest.raises(StudyError) as caught:
-        from sweeps.study import load_study
-        from sweeps.tuning.tuner import check_registry
+    # the same name for another task kind is refused before anything runs: one line, exit 2, no new run
+    before = len(mlflow_runs(workdir, "unit")[1])
+    other = base_study(tiny_llama, name="other", task="multi_label", tracking={"registered_model": "unit"})
+    capsys.readouterr()
+    assert main([write_study(workdir, other, "other.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: tracking.registered_model: 'unit' in the Model Registry holds single_label models, this study trains multi_label"), err
+    assert len(err.splitlines()) == 1 and "set tracking.registered_model to another name" in err
+    assert client.get_experiment_by_name("other") is None and len(mlflow_runs(workdir, "unit")[1]) == before
+    assert versions() == [1, 2, 3]
 
-        check_registry(load_study(write_study(workdir, other, "other.yaml")))
-    assert caught.value.field == "tracking.registered_model" and "holds single_label models" in str(caught.value)
+
+def test_a_store_whose_registry_does_not_answer_is_refused_naming_the_switch():
+    """Unit edge case (every MLflow 3 backend store has a registry; a server or proxy that answers
+    tracking calls but not the registry's does not): one StudyError naming tracking.register."""
+
+    class NoRegistry:
+        def search_registered_models(self, **_):
+            raise RuntimeError("404 Not Found: /api/2.0/mlflow/registered-models/search")
+
+    with pytest.raises(StudyError) as caught:
+        model_registry.check(NoRegistry(), "unit", "single_label")
+    assert caught.value.field == "tracking.register" and "no model registry (RuntimeError)" in str(caught.value)
+    assert "tracking.register: false" in caught.value.one_line()
 
 
 def served_answers(uri: str, workdir) -> list:

@@ -194,6 +194,20 @@ def test_unreachable_mlflow_is_one_line_exit_2_nothing_written(capsys, workdir, 
     assert "s3cret" not in err
 
 
+def test_a_store_mlflow_will_not_open_is_one_line_exit_2_nothing_written(capsys, workdir, minilm_path, monkeypatch):
+    """MLflow 3 refuses its file store unless MLFLOW_ALLOW_FILE_STORE=true: said before anything
+    runs, with the ways out; a database URI whose driver is missing the same way."""
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    study = base_study(minilm_path, tracking={"tracking_uri": "file:./mlruns"})
+    err = run_bad(capsys, workdir, [write_study(workdir, study)])
+    assert err.startswith("error: tracking.tracking_uri: MLflow cannot open file:./mlruns (The filesystem tracking backend"), err
+    assert "sqlite:///mlflow.db" in err and "MLFLOW_ALLOW_FILE_STORE=true" in err
+    assert not (workdir / "mlruns").exists()
+    study = base_study(minilm_path, tracking={"tracking_uri": "mssql://user:s3cret@127.0.0.1:1/db"})
+    err = run_bad(capsys, workdir, [write_study(workdir, study, "db.yaml")])
+    assert err.startswith("error: tracking.tracking_uri: MLflow cannot open mssql://user:***@127.0.0.1:1/db (") and "s3cret" not in err
+
+
 def test_sqlite_store_in_a_missing_folder(capsys, workdir, minilm_path):
     study = base_study(minilm_path, tracking={"tracking_uri": f"sqlite:///{workdir}/no/such/folder/mlflow.db"})
     err = run_bad(capsys, workdir, [write_study(workdir, study)])

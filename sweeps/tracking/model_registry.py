@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -64,8 +65,17 @@ def as_rows(model_input: Any, fields: tuple[str, ...]) -> list[dict[str, str]]:
     return rows
 
 
+# MLflow reads a PythonModel's predict type hints as its input schema and warns about hints that
+# are not list[...] (ours take strings, rows or a DataFrame; the saved model carries an explicit
+# signature per task kind instead): once when the class is defined, again when it is saved. The
+# warnings would open every command's output and push a bad-input error off its one line.
+_TYPE_HINT_NOTICE = r"(?s).*(type hint|Type hint)"
+
+
 class SweepModel(mlflow.pyfunc.PythonModel):
     """A sweep's model as MLflow serves it: ``trainables.inference`` loads the export and answers."""
+
+    _skip_type_hint_validation = True  # MLflow's own switch (its ChatModel sets it): no hint-based wrapping, no notice
 
     def load_context(self, context: Any) -> None:
         from trainables import inference
@@ -148,11 +158,13 @@ def register(client: MlflowClient, parent: Run, tracking: Any, study_name: str, 
         # one field (texts, prompts): plain strings, as predict's command line takes them; else named columns
         signature = ModelSignature(inputs=Schema([ColSpec("string")] if len(fields) == 1 else [ColSpec("string", f) for f in fields]))
         example = [EXAMPLE.get(fields[0], "example")] if len(fields) == 1 else {f: [EXAMPLE.get(f, "example")] for f in fields}
-        mlflow.pyfunc.save_model(
-            Path(tmp) / MODEL_PATH, python_model=SweepModel(), artifacts={"export": str(Path(tmp) / "export")},
-            signature=signature, input_example=example, pip_requirements=_requirements(bool(info.get("quantization"))),
-            metadata={"study": study_name, "task": info["task"], "base_model": info["model"], "method": info["method"], "merged": info["merged"]},
-        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_TYPE_HINT_NOTICE, category=UserWarning)
+            mlflow.pyfunc.save_model(
+                Path(tmp) / MODEL_PATH, python_model=SweepModel(), artifacts={"export": str(Path(tmp) / "export")},
+                signature=signature, input_example=example, pip_requirements=_requirements(bool(info.get("quantization"))),
+                metadata={"study": study_name, "task": info["task"], "base_model": info["model"], "method": info["method"], "merged": info["merged"]},
+            )
         client.log_artifacts(parent_id, str(Path(tmp) / MODEL_PATH), MODEL_PATH)
     try:
         client.create_registered_model(name, tags={"task": info["task"], "study": study_name},

@@ -30,6 +30,7 @@ def check_reachable(uri: str) -> None:
             raise StudyError("tracking.tracking_uri", f"{redact(uri)}: folder {folder} does not exist", "create it or point the URI elsewhere")
         return
     if not uri.startswith(("http://", "https://")):
+        _check_opens(uri)
         return
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
     os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
@@ -48,6 +49,21 @@ def check_reachable(uri: str) -> None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _check_opens(uri: str) -> None:
+    """A store that is not a server or SQLite (file:./mlruns, a plain folder, postgresql://...):
+    MLflow opens it, or its reason is the error. MLflow 3 refuses its file store unless
+    MLFLOW_ALLOW_FILE_STORE=true; a database that does not answer fails here too."""
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first.split(". ")[0][:200]
+        fix = ("use sqlite:///mlflow.db or a server URL (mlflow migrate-filestore moves existing runs), "
+               "or set MLFLOW_ALLOW_FILE_STORE=true") if "filesystem" in first or "file store" in first.lower() \
+            else "fix the URI, or leave tracking.tracking_uri and MLFLOW_TRACKING_URI unset for ./mlflow.db"
+        raise StudyError("tracking.tracking_uri", f"MLflow cannot open {redact(uri)} ({reason})", fix) from None
 
 
 def redact(uri: str) -> str:
