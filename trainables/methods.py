@@ -9,13 +9,18 @@ Two baselines sit beside the peft methods: ``full`` (every weight trains) and ``
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
-
-import torch
-from peft import IA3Config, LoraConfig, PeftConfig, TaskType
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from core import hparams
 from core.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftConfig
+
+# peft and torch are imported by the builders, not here: a study is validated against this
+# registry, and importing peft (which imports bitsandbytes and much of transformers) took ~4 s
+# of the ~11 s a one-line bad-input error cost.
 
 # Classification heads are freshly initialised: they must stay in full precision
 # (bitsandbytes cannot quantize an uninitialised layer) and stay trainable.
@@ -84,6 +89,8 @@ def _extra_heads(model_type: str) -> Optional[list[str]]:
 
 
 def _lora(hp: dict[str, Any], task_type: str, model_type: str) -> PeftConfig:
+    from peft import LoraConfig, TaskType
+
     return LoraConfig(
         task_type=TaskType[task_type],
         r=int(hp.get("lora_r", 8)),
@@ -99,6 +106,8 @@ def _lora(hp: dict[str, Any], task_type: str, model_type: str) -> PeftConfig:
 
 def _ia3(hp: dict[str, Any], task_type: str, model_type: str) -> PeftConfig:
     # peft's per-architecture defaults pick the key/value (+ feed-forward) modules.
+    from peft import IA3Config, TaskType
+
     targets = DEFAULT_TARGETS.get(model_type)
     return IA3Config(
         task_type=TaskType[task_type],
@@ -109,6 +118,7 @@ def _ia3(hp: dict[str, Any], task_type: str, model_type: str) -> PeftConfig:
 
 
 def _nf4(device: torch.device) -> Any:
+    import torch
     from transformers import BitsAndBytesConfig
 
     compute = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
