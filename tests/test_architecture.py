@@ -51,6 +51,23 @@ def test_importing_trainables_loads_no_sweeps_module():
     assert out.stdout.strip() == "[]"
 
 
+def test_a_bad_study_is_refused_without_importing_what_only_training_needs():
+    """The registries a study is validated against declare their entries without importing
+    them (task kinds, the MLflow tracker, peft's method configs): an unknown study or key is
+    refused before torch, peft, bitsandbytes, MLflow or scikit-learn load (they made a one-line
+    error take ~11 s; the time itself is measured by hand, not here: docs/ARCHITECTURE.md)."""
+    code = (
+        "import sys\n"
+        "from sweeps.run import main\n"
+        "code = main(['no_such_study'])\n"
+        "heavy = ('torch', 'peft', 'bitsandbytes', 'mlflow', 'sklearn', 'datasets', 'transformers')\n"
+        "print(code, sorted(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "2 []", out.stdout + out.stderr[-2000:]
+    assert "error: study: unknown study 'no_such_study'" in out.stderr
+
+
 def test_the_cli_and_the_schema_take_their_choices_from_the_registries(workdir, minilm_path, capsys):
     from sweeps.run import parser
     from sweeps.tuning.searchers import SEARCHERS

@@ -34,5 +34,14 @@ class TrackerContext:
 
 TRACKERS: Registry[Callable[[TrackerContext], Any]] = Registry("tracker")
 
-# The built-in tracker(s), registered on import.
-from sweeps.tracking import mlflow_logger  # noqa: E402,F401
+
+def _mlflow(context: TrackerContext) -> Any:
+    """The study's MLflow record (``mlflow_logger``), imported when a stage builds its callbacks:
+    validating a study (and every one-line bad-input error) need not import MLflow and Ray Tune."""
+    from sweeps.tracking.mlflow_logger import mlflow_tracker
+
+    return mlflow_tracker(context)
+
+
+# The built-in tracker.
+TRACKERS.register("mlflow", _mlflow)

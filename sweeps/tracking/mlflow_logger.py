@@ -21,7 +21,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from ray.tune.utils import flatten_dict
 
 from core import outcomes
-from sweeps.tracking import TRACKERS, TrackerContext
+from sweeps.tracking import TrackerContext
 from sweeps.tracking.artifacts import BestCheckpoints, log_best
 from sweeps.tracking.runs import find_trial_run
 from trainables.failures import ERROR_KEY, KIND_KEY
@@ -194,4 +194,3 @@ def mlflow_tracker(ctx: TrackerContext) -> TrialRunLogger:
     )
 
 
-TRACKERS.register("mlflow", mlflow_tracker)

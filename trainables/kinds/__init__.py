@@ -9,9 +9,9 @@ user (``input_fields``, ``answer``: ``sweeps.predict`` and ``sweeps.serve``). A 
 the names a study's ``task:`` takes (classification offers single_label, multi_label and
 sentence_pair).
 
-Adding a kind: a module with the kind's functions, ending in ``KIND = ModuleKind(...)`` (or any
-class with the ``TaskKind`` members) and ``register(KIND, Task(...), ...)``, plus its name in
-the import line at the bottom of this file (see docs/ARCHITECTURE.md).
+Adding a kind: a module with the kind's functions, and a declaration that names it,
+``register(ModuleKind("name", "dotted.module", ...), Task(...), ...)`` (the built-in ones are in
+``builtin.py``; any class with the ``TaskKind`` members works too). See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -157,5 +157,5 @@ def register(kind: TaskKind, *tasks: Task) -> TaskKind:
     return kind
 
 
-# The built-in kinds, registered on import (one module each).
-from trainables.kinds import classification, qa, sft  # noqa: E402,F401
+# The built-in kinds, declared on import; each one's module is imported where it is first used.
+from trainables.kinds import builtin  # noqa: E402,F401

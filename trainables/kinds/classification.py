@@ -11,15 +11,13 @@ import torch
 from torch.utils.data import DataLoader, SequentialSampler
 
 from core.errors import StudyError
-from trainables.kinds import ModuleKind, Task, register
+from trainables.kinds import Task
 
 # Libraries a trial's Tune actor and Train controller need not load (they unpickle the task,
 # hence this module): imported where used, in the driver and the workers.
 if TYPE_CHECKING:
     from trainables.data import PreparedData
 
-
-METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_micro", "recall_micro", "f1_micro", "eval_loss")
 
 
 def check(task: Task, data: Any, training: Any) -> None:
@@ -150,15 +148,3 @@ def answer(model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, str]], t
                 labels = [names[int(row.argmax())]]
             out.append({"labels": labels, "scores": {n: round(float(s), 6) for n, s in zip(names, scores)}})
     return out
-
-
-# Text(s) -> label(s) with a fresh sequence-classification head.
-KIND = ModuleKind("classification", __name__, "AutoModelForSequenceClassification", "SEQ_CLS", fresh_head=True, eval_file="eval/predictions.csv")
-register(
-    KIND,
-    Task("single_label", KIND, METRICS, "one label per text (SST-2, IMDB, emotion)", "single_label_classification"),
-    Task("multi_label", KIND, METRICS + ("subset_accuracy",),
-         "any number of labels per text (SemEval-2018 E-c); accuracy = Jaccard, subset_accuracy = exact match",
-         "multi_label_classification", multi_label=True),
-    Task("sentence_pair", KIND, METRICS, "one label per (text, text_pair) (SNLI, MNLI)", "single_label_classification", needs_text_pair=True),
-)

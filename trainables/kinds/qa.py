@@ -18,7 +18,7 @@ from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 
 from core.errors import StudyError
-from trainables.kinds import ModuleKind, Task, register
+from trainables.kinds import Task
 from trainables.squad_metrics import question_scores, squad_scores
 
 if TYPE_CHECKING:
@@ -74,9 +74,6 @@ def windows(examples: Dataset, tokenizer: Any, max_length: int, stride: int) -> 
     return Dataset.from_dict({**keep, "start_positions": starts, "end_positions": ends, "offset_mapping": offsets, "example_index": list(enc["overflow_to_sample_mapping"])})
 
 
-METRICS = ("exact_match", "f1", "eval_loss")
-# SQuAD v2's official script also scores the answerable and unanswerable questions apart.
-V2_METRICS = METRICS + ("has_answer_exact_match", "has_answer_f1", "no_answer_exact_match")
 
 
 def check(task: Task, data: Any, training: Any) -> None:
@@ -237,14 +234,3 @@ def answer(model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, str]], t
         model.train(training_mode)  # _logits leaves the model training, as the trial loop wants
     spans = best_spans(examples, features, starts, ends, task.allow_no_answer, max_answer_length=training.max_answer_length)
     return [{**span, "score": round(span["score"], 6), "no_answer": span["answer"] == ""} for span in spans]
-
-
-# Question + context -> answer span, with a fresh start/end head.
-KIND = ModuleKind("qa", __name__, "AutoModelForQuestionAnswering", "QUESTION_ANS", fresh_head=True, eval_file="eval/predictions.csv")
-register(
-    KIND,
-    Task("extractive_qa", KIND, METRICS, "answer = a span of the context (SQuAD v1.1); exact match and F1 as the official script defines them"),
-    Task("extractive_qa_v2", KIND, V2_METRICS,
-         "SQuAD v2.0: some questions have no answer in the context; the model may abstain (the [CLS] span)",
-         allow_no_answer=True),
-)

@@ -19,13 +19,13 @@ from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 
 from core.errors import StudyError
-from trainables.kinds import ModuleKind, Task, register
+from trainables.kinds import Task
+from trainables.kinds.builtin import GENERATIONS
 
 if TYPE_CHECKING:
     from trainables.data import PreparedData
 
 IGNORE = -100  # label of a token the loss skips
-GENERATIONS = "generations.csv"
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant", "system": "system"}
 # For tokenizers that ship no chat template (base models, the test models): a plain ChatML-style one.
 FALLBACK_TEMPLATE = (
@@ -84,8 +84,6 @@ def pack(rows: Dataset, max_length: int) -> Dataset:
         "labels": [labels[c:c + max_length] for c in cuts],
     })
 
-
-METRICS = ("eval_loss", "perplexity", "bleu", "rouge1", "rouge2", "rougeL")
 
 
 def check(task: Task, data: Any, training: Any) -> None:
@@ -252,11 +250,3 @@ def stream(model: torch.nn.Module, tokenizer: Any, msgs: list[dict[str, str]], m
         text += piece
         yield text.strip()
     worker.join()
-
-
-# Conversations -> the assistant's answers, on the pretrained causal-LM head.
-KIND = ModuleKind("sft", __name__, "AutoModelForCausalLM", "CAUSAL_LM", fresh_head=False, eval_file=f"eval/{GENERATIONS}", no_floor_because="instruction tuning: the floor is the pretrained model answering zero-shot (each trial's before_* metrics)")
-register(
-    KIND,
-    Task("instruction", KIND, METRICS, "chat/instruction tuning on conversations (FineTome, ShareGPT, OpenAI messages); loss on answer tokens only"),
-)
