@@ -24,7 +24,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from core.errors import StudyError
-from sweeps.reporting import error_analysis, leaderboard
+from sweeps.reporting import error_analysis, leaderboard, to_target
 from sweeps.tracking import runs
 from trainables import eval_files
 
@@ -119,6 +119,9 @@ def write(client: MlflowClient, parent: Run, folder: Path) -> Report:
     board.to_csv(folder / "leaderboard.csv", index=False)
     methods.to_csv(folder / "method_comparison.csv", index=False)
     sections = [f"# Study {settings.get('name', '')}: {metric} ({mode})", "", f"Parent MLflow run `{parent.info.run_id}`, {len(trials)} trials.", ""]
+    reached = to_target.from_runs(client, trials, metric, mode)
+    if reached is not None:
+        sections += [reached.line(metric) + ".", ""]
     sections += ["## Leaderboard", "", leaderboard.markdown(board, drop=("run_id",)), "", "## Methods", "", leaderboard.markdown(methods)]
     (folder / "leaderboard.md").write_text(leaderboard.markdown(board, drop=("run_id",)) + "\n")
     (folder / "method_comparison.md").write_text(leaderboard.markdown(methods) + "\n")

@@ -169,6 +169,8 @@ def summary(study: Any, outcome: Any) -> None:
     for floor in outcome.floors:
         shown = {k: round(v, 4) for k, v in (floor.test or floor.validation).items() if k in ("accuracy", "f1_macro", "exact_match", "f1")}
         print(f"floor {floor.name} ({'test' if floor.test else 'validation'}): {shown}")
+    if outcome.cost_to_target is not None:
+        print(outcome.cost_to_target.line(metric))
     verdict = floor_verdict(outcome.floors, metric, study.search.mode, best["metrics"])
     if verdict is not None:
         print(verdict.line(), file=sys.stdout if verdict.beats else sys.stderr)

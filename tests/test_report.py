@@ -115,6 +115,24 @@ def test_optuna_sweep_on_a_tracking_server_records_every_trial(sweep):
         assert run.info.status == "FINISHED" and "f1_macro" in run.data.metrics
 
 
+def test_the_searchs_cost_to_target_is_on_the_parent_in_the_console_and_in_the_report(sweep, tmp_path):
+    """What the search (not the final stage) spent before any trial first came within 1% of the
+    search's best, read back independently from the trials' MLflow records."""
+    m = sweep.parent.data.metrics
+    points = [(p.timestamp, p.value) for r in sweep.search for p in sweep.client.get_metric_history(r.info.run_id, "f1_macro")]
+    best = max(v for _, v in points)
+    first = min(t for t, v in points if v >= best - 0.01 * abs(best))
+    started = [r.info.start_time for r in sweep.search]
+    assert m["to_target_trials"] == sum(s <= first for s in started) >= 1
+    assert m["to_target_wall_s"] == pytest.approx((first - min(started)) / 1000)
+    spent = sum(r.data.metrics["cpu_hours"] for r in sweep.search)  # each search trial's last report: the search's total
+    assert 0 < m["to_target_cpu_hours"] <= spent and m["to_target_share"] == pytest.approx(m["to_target_cpu_hours"] / spent)
+    assert "to_target_gpu_hours" not in m, "no trial held a GPU"
+    line = f"cost to target: within 1% of the search's best f1_macro ({best:.4f}) after {int(m['to_target_trials'])} of 3 trials"
+    assert line in sweep.out
+    assert line in sweep.artifact(sweep.parent.info.run_id, "report/report.md", tmp_path).read_text()
+
+
 def test_final_stage_retrains_the_search_winner_on_every_row_and_is_the_studys_model(sweep, tmp_path):
     p, m = sweep.parent.data.params, sweep.parent.data.metrics
     assert (p["data.train_rows"], p["final.train_rows"]) == ("100", "160")  # search on a subset, final on all

@@ -452,6 +452,7 @@ class TrialRecipe:
             # this attempt's time since the worker started (model load + training + evals)
             "wall_time_s": time.perf_counter() - self.started,
             "gpu_hours": p.train_time * float(self.spec.resources.gpus_per_worker) * world / 3600,
+            "cpu_hours": p.train_time * float(self.spec.resources.cpus_per_worker) * world / 3600,  # cost to target on CPUs
             "gpus_per_worker": float(self.spec.resources.gpus_per_worker),  # packing may set or widen it
             "peak_memory_mb": peak_memory_mb(self.device),
             "base_weight_bits": self.base_bits,  # the frozen weights' dtype as loaded (training.base_dtype)

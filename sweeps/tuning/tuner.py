@@ -25,6 +25,7 @@ from ray.tune.utils import flatten_dict
 from core import outcomes
 from core.schedule import StepPlan, schedule
 from core.schema import to_dict
+from sweeps.reporting import to_target
 from sweeps.study import Study
 from sweeps.tracking import TRACKERS, TrackerContext, mlflow_logger, model_registry, runs, store
 from sweeps.tuning import cluster, extend, final_stage, packing, resume
@@ -55,6 +56,7 @@ class SweepOutcome:
     floors: list[Floor] = dataclasses.field(default_factory=list)
     search_best: Optional[dict[str, Any]] = None  # the search's best trial (= best without a final stage)
     final: Optional[final_stage.Pick] = None  # the final stage's pick (mean and spread over seeds)
+    cost_to_target: Optional[to_target.ToTarget] = None  # what the search spent before it first came within 1% of its best
 
 
 def study_settings(study: Study) -> dict[str, Any]:
@@ -372,6 +374,7 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: StepPlan, max_co
         if extension:  # the study's totals: the earlier trials' and this extension's
             costs = {k: v + float(parent.data.metrics.get(k, 0.0)) for k, v in costs.items()}
         mlflow.log_metrics(costs)
+        reached = log_to_target(uri, parent_id, study)
         if best:
             # Tags, not params: an extension that finds a better trial replaces them.
             mlflow.set_tags({f"best.{k}": str(v) for k, v in best["config"].items()})
@@ -400,7 +403,22 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: StepPlan, max_co
         else:
             mlflow.set_tag("status", "all trials failed")
             mlflow.end_run("FAILED")
-        return SweepOutcome(results=results, parent_run_id=parent_id, best=best, counts=counts, floors=floors, search_best=search_best, final=chosen)
+        return SweepOutcome(results=results, parent_run_id=parent_id, best=best, counts=counts, floors=floors, search_best=search_best, final=chosen, cost_to_target=reached)
+
+
+def log_to_target(uri: str, parent_id: str, study: Study) -> Optional[to_target.ToTarget]:
+    """The search's cost to target (``to_target_*`` metrics on the parent run), from every search
+    trial MLflow holds for it (an extension's and the earlier ones). A read failing is one warning:
+    every trial is already recorded."""
+    client = mlflow.tracking.MlflowClient(uri)
+    try:
+        reached = to_target.from_runs(client, runs.trial_runs(client, client.get_run(parent_id)), study.search.metric, study.search.mode)
+    except Exception as exc:
+        print(f"warning: cost to target not computed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})", file=sys.stderr)
+        return None
+    if reached is not None:
+        mlflow.log_metrics(reached.metrics())
+    return reached
 
 
 def _run_id(uri: str, parent_id: str, best: dict[str, Any]) -> Optional[str]:
