@@ -29,11 +29,6 @@ from sweeps.tracking.artifacts import ADAPTER, ADAPTER_FILES
 from trainables.inference import EXPORT_INFO
 
 
-# The base checkpoint's own head may have another shape (a classifier of other labels): the
-# trained head replaces it, so its weights are never used.
-FRESH_HEAD = {"ignore_mismatched_sizes": True}
-
-
 def _check_out(out: Path) -> None:
     if out.exists() and any(out.iterdir()) and not (out / EXPORT_INFO).is_file():
         raise StudyError("--out", f"{out} exists and holds other files", "pass a new or empty folder (an earlier export there is replaced)")
@@ -77,8 +72,7 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
             raise StudyError("trial", f"trial run {trial.info.run_id} has no {ADAPTER}/ artifact", "pick a trial that finished (see python -m sweeps.report)") from None
         base_path = resolve(ref)
         tokenizer = load_tokenizer(ref)
-        head = {k: v for k, v in base_kwargs(task, labels).items() if k != "ignore_mismatched_sizes"}
-        config = AutoConfig.from_pretrained(base_path, **head)
+        config = AutoConfig.from_pretrained(base_path, **base_kwargs(task, labels))
         if config.pad_token_id is None:
             config.pad_token_id = tokenizer.pad_token_id  # decoder heads pool the last non-pad token
         # Built beside the download and moved into place at the end: a failure leaves no half export.
@@ -89,13 +83,13 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
         if spec.peft_config is None:
             # full / head baselines: no adapter; the trained weights go into the base, always merged
             merge = True
-            model = load_base(task, base_path, {"config": config, **FRESH_HEAD})
+            model = load_base(task, base_path, {"config": config})
             load_trained(model, str(adapter))
             model.save_pretrained(work)
         elif merge:
             # The unquantized base in the checkpoint's own dtype (also for QLoRA: its adapter merges
             # into dequantized weights): the merged model is stored as the base model ships.
-            base = load_base(task, base_path, {"config": config, **FRESH_HEAD})
+            base = load_base(task, base_path, {"config": config})
             PeftModel.from_pretrained(base, adapter).merge_and_unload().save_pretrained(work)
         else:
             for name in ADAPTER_FILES:

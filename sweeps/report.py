@@ -106,8 +106,10 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def write(client: MlflowClient, parent: Run, folder: Path) -> Report:
-    """Build the report of ``parent``'s study into ``folder`` (created)."""
+def write(client: MlflowClient, parent: Run, folder: Path, reached: Optional[to_target.ToTarget] = None) -> Report:
+    """Build the report of ``parent``'s study into ``folder`` (created). ``reached``: the
+    search's cost to target when the caller has it (the sweep, which just computed it); else it
+    is read from the trials' histories."""
     folder.mkdir(parents=True, exist_ok=True)
     settings = _study_settings(client, parent)
     metric, mode = settings["search"]["metric"], settings["search"]["mode"]
@@ -119,7 +121,7 @@ def write(client: MlflowClient, parent: Run, folder: Path) -> Report:
     board.to_csv(folder / "leaderboard.csv", index=False)
     methods.to_csv(folder / "method_comparison.csv", index=False)
     sections = [f"# Study {settings.get('name', '')}: {metric} ({mode})", "", f"Parent MLflow run `{parent.info.run_id}`, {len(trials)} trials.", ""]
-    reached = to_target.from_runs(client, trials, metric, mode)
+    reached = reached or to_target.from_runs(client, trials, metric, mode)
     if reached is not None:
         sections += [reached.line(metric) + ".", ""]
     sections += ["## Leaderboard", "", leaderboard.markdown(board, drop=("run_id",)), "", "## Methods", "", leaderboard.markdown(methods)]

@@ -50,9 +50,7 @@ def load(folder: str | Path, device: Optional[torch.device] = None) -> tuple[tor
     if info["merged"]:
         model = task.auto_model.from_pretrained(folder).to(device)
     else:
-        # ignore_mismatched_sizes: the base checkpoint's own head may have another shape (a
-        # classifier of other labels); the adapter's trained head replaces it
-        kwargs: dict[str, Any] = {"config": AutoConfig.from_pretrained(folder), "ignore_mismatched_sizes": True}
+        kwargs: dict[str, Any] = {"config": AutoConfig.from_pretrained(folder)}
         if info.get("quantization"):
             kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(info["quantization"])
             kwargs["device_map"] = {"": device}

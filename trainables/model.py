@@ -98,7 +98,12 @@ def load_base(task: Task, path: str, kwargs: dict[str, Any]) -> torch.nn.Module:
     """``from_pretrained`` with the task's Auto class. Some task classes name their backbone
     differently from the checkpoint (LlamaForQuestionAnswering: ``transformer.*``, Llama
     checkpoints: ``model.*``), which would silently leave the whole base randomly initialised;
-    such a load is redone with the checkpoint's keys mapped onto the class's names."""
+    such a load is redone with the checkpoint's keys mapped onto the class's names.
+    A kind that trains a fresh head replaces the checkpoint's own, so that head may have any
+    shape (a classifier of other labels): its size mismatch is ignored, for training, export
+    and inference alike."""
+    if task.kind.fresh_head:
+        kwargs = {"ignore_mismatched_sizes": True, **kwargs}
     model, info = task.auto_model.from_pretrained(path, output_loading_info=True, **kwargs)
     prefix = model.base_model_prefix
     if prefix != "model" and any(k.startswith(f"{prefix}.") for k in info["missing_keys"]) and any(k.startswith("model.") for k in info["unexpected_keys"]):

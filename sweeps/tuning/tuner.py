@@ -158,15 +158,16 @@ def log_study_files(study: Study) -> None:
     mlflow.log_text(yaml.safe_dump(space, sort_keys=False), runs.SPACE_FILE)
 
 
-def log_report(uri: str, parent_id: str) -> None:
-    """The study report (``sweeps.report``) as the parent's ``report/`` artifacts. A failure is
-    tagged on the run and printed, never fails the sweep: every trial is already recorded."""
+def log_report(uri: str, parent_id: str, reached: Optional[to_target.ToTarget] = None) -> None:
+    """The study report (``sweeps.report``) as the parent's ``report/`` artifacts (``reached``:
+    the cost to target just computed, not read again). A failure is tagged on the run and
+    printed, never fails the sweep: every trial is already recorded."""
     from sweeps import report
 
     client = mlflow.tracking.MlflowClient(uri)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            report.write(client, client.get_run(parent_id), Path(tmp))
+            report.write(client, client.get_run(parent_id), Path(tmp), reached)
             mlflow.log_artifacts(tmp, "report")
     except Exception as exc:
         mlflow.set_tag("report_error", f"{type(exc).__name__}: {exc}"[:500])
@@ -392,12 +393,12 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: StepPlan, max_co
             verdict = floor_verdict(floors, study.search.metric, study.search.mode, best["metrics"])
             if verdict is not None:
                 mlflow.set_tag("beats_floor", str(verdict.beats).lower())
-            log_report(uri, parent_id)
+            log_report(uri, parent_id, reached)
             if study.tracking.register:
                 log_registered_model(uri, parent_id, study)
         elif extension:  # no new trial beat the earlier best: the parent keeps its model (run.py says so)
             if search_best is not None:
-                log_report(uri, parent_id)  # the leaderboard gains the new trials
+                log_report(uri, parent_id, reached)  # the leaderboard gains the new trials
             else:
                 mlflow.set_tag("extend_error", "every new trial failed")
         else:

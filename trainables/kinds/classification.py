@@ -33,8 +33,6 @@ def head_kwargs(task: Task, label_names: list[str]) -> dict[str, Any]:
         "id2label": dict(enumerate(label_names)),
         "label2id": {n: i for i, n in enumerate(label_names)},
         "problem_type": task.problem_type,
-        # A checkpoint that already has a head for other labels gets a fresh one.
-        "ignore_mismatched_sizes": True,
     }
 
 
