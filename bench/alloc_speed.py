@@ -7,7 +7,7 @@ Train V2's worker), in a fresh process per allocator:
 
 - ``glibc``: the system's malloc (what a process gets by default);
 - ``jemalloc, its defaults``: Ray's bundled jemalloc preloaded, nothing else set;
-- ``jemalloc as trials get it``: the environment ``trainables.allocator.worker_runtime_env``
+- ``jemalloc as trials get it``: the environment ``trainables.training.allocator.worker_runtime_env``
   gives a CPU study's trial processes (``resources.jemalloc: true``, the default).
 
 Runs alternate (glibc, jemalloc, trials, glibc, ...) ``--repeats`` times, so drift in the
@@ -41,10 +41,10 @@ def child() -> dict[str, Any]:
     import sweep_overhead as bench
 
     from sweeps.study import load_study
-    from trainables import data as data_mod
-    from trainables.allocator import uses_jemalloc
+    from trainables.data import load as data_mod
+    from trainables.training.allocator import uses_jemalloc
     from trainables.kinds import TASKS
-    from trainables.model import load_tokenizer
+    from trainables.model.load import load_tokenizer
 
     study = load_study(str(bench.STUDY), [])
     prepared = data_mod.prepare(study.data, TASKS[study.task], load_tokenizer(study.model), study.training.max_length, study.training.seed)
@@ -62,7 +62,7 @@ def child() -> dict[str, Any]:
 def allocators() -> dict[str, dict[str, str]]:
     """Each allocator's environment on top of this process's (LD_PRELOAD / MALLOC_CONF unset)."""
     from core.specs import ResourcesSpec
-    from trainables.allocator import jemalloc, worker_runtime_env
+    from trainables.training.allocator import jemalloc, worker_runtime_env
 
     lib = jemalloc()
     if lib is None:

@@ -3,7 +3,7 @@
 The same study twice in one run, through the real sweep (local Ray, Tune, MLflow): four LoRA
 trials of ``bench/emotion_bench.yaml`` (MiniLM, 800 real emotion tweets, 400 validation tweets,
 rank {8, 16} x learning rate {1e-3, 3e-3}, one at a time), first with every trial scoring the
-model before training itself (what trials did before ``trainables/base_scores.py``; the bench
+model before training itself (what trials did before ``trainables/evaluation/base_scores.py``; the bench
 turns the stage's cache off in its own driver), then as trials do now. Prints each trial's
 start-up (scheduled to first step), evaluation and total seconds, whether its ``before_*``
 scores were shared, and the study's wall time both ways; the ``before_*`` scores and the final

@@ -4,8 +4,8 @@ batch size and thread count, one run, one process; and "after" with torch's defa
 AdamW instead of the trials' fused one, with the frozen base in bf16 (``training.base_dtype``), and
 in passes of 8 rows (``training.micro_batch_size``: what splitting a batch costs).
 
-It drives the trial's own pieces (``trainables.model.build``, ``trainables.loop.train_loader``,
-``trainables.precision``), not a copy, on real tweets from ../shared/data/emotion. Each way
+It drives the trial's own pieces (``trainables.model.load.build``, ``trainables.training.loop.train_loader``,
+``trainables.training.precision``), not a copy, on real tweets from ../shared/data/emotion. Each way
 trains the same number of optimizer steps; the ratio is the speed-up a trial gets.
 
     .venv/bin/python bench/cpu_speed.py                       # ~3 min on 2 CPUs
@@ -28,12 +28,12 @@ from datasets import Dataset  # noqa: E402
 from transformers import DataCollatorWithPadding  # noqa: E402
 
 from core.specs import TrainingSpec  # noqa: E402
-from trainables import model as models  # noqa: E402
-from trainables import precision as precision_mod  # noqa: E402
+from trainables.model import load as models  # noqa: E402
+from trainables.training import precision as precision_mod  # noqa: E402
 from trainables.inference import quiet  # noqa: E402
 from trainables.kinds import TASKS  # noqa: E402
-from trainables.loop import optimizer_for, split_batch, train_loader  # noqa: E402
-from trainables.precision import autocast, autocast_dtype, cpu_flags  # noqa: E402
+from trainables.training.loop import optimizer_for, split_batch, train_loader  # noqa: E402
+from trainables.training.precision import autocast, autocast_dtype, cpu_flags  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "emotion" / "train.txt"
 MODEL = "packaged:all-minilm-l6-v2"

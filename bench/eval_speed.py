@@ -1,7 +1,7 @@
 """Seconds of one trial evaluation on CPU: the adapter as it trains (unmerged) against folded
-into the base weights for the eval (``trainables.merged_eval``, what trials do since it landed).
+into the base weights for the eval (``trainables.evaluation.merged_eval``, what trials do since it landed).
 
-The trial's own pieces: ``trainables.model.build_model``, the classification kind's ``predict``
+The trial's own pieces: ``trainables.model.load.build_model``, the classification kind's ``predict``
 (fp32, batches of the trial's eval size, shortest rows first), on real validation tweets from
 ../shared/data/emotion; MiniLM with LoRA r16 on every linear layer, LoRA r8 on peft's default
 targets (query, value) and IA3. Each way runs ``--repeats`` times, alternating, in one process
@@ -29,10 +29,10 @@ from datasets import Dataset  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from transformers import DataCollatorWithPadding  # noqa: E402
 
-from trainables import model as models  # noqa: E402
+from trainables.model import load as models  # noqa: E402
 from trainables.inference import quiet  # noqa: E402
 from trainables.kinds import TASKS, classification  # noqa: E402
-from trainables.merged_eval import merged_adapters  # noqa: E402
+from trainables.evaluation.merged_eval import merged_adapters  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "emotion" / "val.txt"
 MODEL = "packaged:all-minilm-l6-v2"

@@ -213,7 +213,7 @@ class GpuMemory:
 def setup(run: Run) -> None:
     folder = run.work / "model"
     if run.rehearse:
-        from trainables.tiny import write_tiny_model
+        from trainables.model.tiny import write_tiny_model
 
         run.model = str(write_tiny_model("llama", folder))
         return
@@ -339,7 +339,7 @@ def oom_batch(run: Run, seq_len: int = 2048) -> int:
     pass runs out of memory for real and a few halvings make it fit)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from trainables import memory
+    from trainables.training import memory
 
     shape = memory.shape_of(AutoConfig.from_pretrained(run.model, num_labels=6), AutoModelForSequenceClassification)
     batch = 2

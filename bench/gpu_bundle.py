@@ -109,8 +109,8 @@ def extras(work: Path) -> dict[str, Path]:
     sys.path.insert(0, str(ROOT))
     from transformers import AutoTokenizer
 
-    from trainables.model import resolve
-    from trainables.tiny import as_decoder_tokenizer
+    from trainables.model.load import resolve
+    from trainables.model.tiny import as_decoder_tokenizer
 
     tok = work / "tok"
     as_decoder_tokenizer(AutoTokenizer.from_pretrained(resolve("packaged:all-minilm-l6-v2"))).save_pretrained(tok)

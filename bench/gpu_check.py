@@ -1,4 +1,4 @@
-"""GPU check: our model builder (``trainables.model.build``) with LoRA, QLoRA (bitsandbytes nf4,
+"""GPU check: our model builder (``trainables.model.load.build``) with LoRA, QLoRA (bitsandbytes nf4,
 bf16 compute) and full fine-tuning on CUDA, at real model shapes with random weights (no hub).
 
 For each (shape, task, method): build, train a few steps on random tokens, and report trainable
@@ -63,9 +63,9 @@ def make_checkpoint(shape: str, folder: Path) -> str:
 
 
 def run(path: str, task_name: str, method: str, steps: int, batch: int, seq: int, checkpointing: bool = False, compiled: bool = False) -> dict:
-    from trainables import model as models
+    from trainables.model import load as models
     from trainables.kinds import TASKS
-    from trainables.loop import optimizer_for
+    from trainables.training.loop import optimizer_for
 
     task = TASKS[task_name]
     torch.cuda.reset_peak_memory_stats()

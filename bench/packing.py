@@ -45,8 +45,8 @@ def random_model(shape: str, tokenizer: str | None, folder: Path) -> str:
     sys.path.insert(0, str(Path(__file__).parent))
     from gpu_check import make_checkpoint
 
-    from trainables.model import resolve
-    from trainables.tiny import as_decoder_tokenizer
+    from trainables.model.load import resolve
+    from trainables.model.tiny import as_decoder_tokenizer
 
     make_checkpoint(shape, folder)
     as_decoder_tokenizer(AutoTokenizer.from_pretrained(tokenizer or resolve("packaged:all-minilm-l6-v2"))).save_pretrained(folder)

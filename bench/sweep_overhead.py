@@ -42,11 +42,11 @@ from transformers import DataCollatorWithPadding, get_scheduler, set_seed
 from core import hparams
 from core.schedule import schedule
 from sweeps.study import Study, load_study
-from trainables import data as data_mod
+from trainables.data import load as data_mod
 from trainables.kinds import TASKS, classification
-from trainables.loop import optimizer_for, train_loader
-from trainables.model import build_model, load_tokenizer
-from trainables.precision import autocast, autocast_dtype
+from trainables.training.loop import optimizer_for, train_loader
+from trainables.model.load import build_model, load_tokenizer
+from trainables.training.precision import autocast, autocast_dtype
 
 STUDY = Path(__file__).with_name("emotion_bench.yaml")
 

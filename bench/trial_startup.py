@@ -5,7 +5,7 @@ tweets, 4 steps each, so nearly all of a trial is its fixed cost) through the re
 (local Ray, Tune, MLflow), one at a time by default, twice in one run: with a Train V2
 ``TorchTrainer`` (controller + worker) per trial (``resources.in_process: false``) and with the
 loop in the trial's own Tune actor (``in_process: true``, the one-node default). It splits each
-trial's start-up using what the trial reports (``startup_*`` metrics: ``trainables/loop.py``) and
+trial's start-up using what the trial reports (``startup_*`` metrics: ``trainables/training/loop.py``) and
 Ray's own task events (when each actor was asked for, started running, finished ``__init__``):
 
 - tune actor:   Tune's trial actor created (scheduled) -> its ``__init__`` done (fresh actors only;

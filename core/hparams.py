@@ -43,7 +43,7 @@ def non_negative(v: Any) -> bool:
 Rule = tuple[Callable[[Any], bool], str, Union[str, Callable[[], str]]]
 
 # The hyperparameters every trial understands; a method adds its own when it is registered
-# (trainables.methods: LoRA's rank, alpha, dropout, target modules).
+# (trainables.model.methods: LoRA's rank, alpha, dropout, target modules).
 RULES: dict[str, Rule] = {
     "learning_rate": (positive, "the learning rate must be > 0", "use e.g. 1e-4 .. 5e-3"),
     "head_learning_rate": (positive, "the task head's learning rate must be > 0", "use e.g. 1e-3, or leave it out (= learning_rate)"),

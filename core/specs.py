@@ -246,7 +246,7 @@ class ResourcesSpec:
     # Train does: -1 = no limit (a preemption says nothing about the trial).
     max_preemptions: int = -1
     # Start Train workers (and a local cluster's trial actors) with the jemalloc allocator Ray
-    # ships, keeping the pages it frees when trials train on the CPU (trainables/allocator.py):
+    # ships, keeping the pages it frees when trials train on the CPU (trainables/training/allocator.py):
     # the training loop runs in a thread, where glibc malloc cost ~9% of CPU throughput on one
     # machine (bench/loop_speed.py); jemalloc's own defaults cost 3-13% on another
     # (bench/alloc_speed.py). A trial's `jemalloc` metric says what it ran with.

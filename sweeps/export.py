@@ -48,8 +48,8 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
     from transformers import AutoConfig
 
     from trainables.kinds import TASKS
-    from trainables.methods import METHODS
-    from trainables.model import (
+    from trainables.model.methods import METHODS
+    from trainables.model.load import (
         base_kwargs,
         load_base,
         load_tokenizer,

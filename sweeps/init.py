@@ -204,7 +204,7 @@ def infer(data: dict[str, Any], args: argparse.Namespace) -> Found:
     from core.specs import Columns, DataSpec
     import datasets
 
-    from trainables.data import load_raw
+    from trainables.data.load import load_raw
 
     datasets.disable_progress_bars()
 
@@ -312,7 +312,7 @@ def _label_names(ds: Any, label: Optional[str], hot: list[str], data: dict[str, 
     import types
 
     from core.specs import Columns
-    from trainables.data import _label_names as loader_names
+    from trainables.data.load import _label_names as loader_names
     from trainables.kinds import TASKS
 
     spec = types.SimpleNamespace(columns=Columns(label=label, labels=hot or None), label_names=data.get("label_names"))
@@ -326,7 +326,7 @@ def max_length(texts: list[str], model: str) -> int:
     the model's tokenizer where it loads offline, else estimated from words (x1.4)."""
     lengths: list[int] = []
     try:
-        from trainables.model import load_tokenizer
+        from trainables.model.load import load_tokenizer
 
         tok = load_tokenizer(model)
         lengths = [len(ids) for ids in tok(texts[:500], truncation=False)["input_ids"]]
@@ -425,7 +425,7 @@ def write_study(args: argparse.Namespace) -> tuple[Path, Found]:
     found = infer(data, args)
     model = args.model or (None if found.task == "instruction" else DEFAULT_MODEL)
     if model is None:
-        raise StudyError("--model", "instruction tuning needs a causal language model", "pass --model, e.g. meta-llama/Llama-3.2-1B (or a tiny one: python -m trainables.tiny llama TINY)")
+        raise StudyError("--model", "instruction tuning needs a causal language model", "pass --model, e.g. meta-llama/Llama-3.2-1B (or a tiny one: python -m trainables.model.tiny llama TINY)")
     source = Path(args.data)
     name = args.name or re.sub(r"[^A-Za-z0-9_.-]+", "_", (source.stem if source.is_file() else source.resolve().name)) or "study"
     out = Path(args.out) if args.out else Path(f"{name}.yaml")

@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from core.errors import StudyError
 from sweeps.reporting import error_analysis, leaderboard, to_target
 from sweeps.tracking import runs
-from trainables import eval_files
+from trainables.evaluation import eval_files
 
 # Leaderboard columns shown in the terminal (the files have all of them).
 TERMINAL_COLUMNS = ("rank", "trial", "method", "stage", "status", "at_step", "params", "trainable_%", "peak_memory_mb", "train_time_s")
@@ -169,7 +169,7 @@ def write(client: MlflowClient, parent: Run, folder: Path, reached: Optional[to_
 
 def _floors(client: MlflowClient, parent: Run, best: leaderboard.TrialScore, metric: str, mode: str) -> tuple[pd.DataFrame, Optional[str], Optional[str]]:
     """(floors vs the study's model, the verdict line, why there is no floor)."""
-    from trainables.floors import Floor, floor_verdict
+    from trainables.evaluation.floors import Floor, floor_verdict
 
     logged = runs.parent_yaml(client, parent, runs.FLOORS_FILE) or {}
     entries = logged.get("floors") or []

@@ -81,7 +81,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    from trainables.failures import trial_failure
+    from trainables.training.failures import trial_failure
 
     for r in outcome.results:
         why = trial_failure(r)
@@ -152,7 +152,7 @@ def look_further(parent_run_id: str, uri: str) -> str:
 
 def summary(study: Any, outcome: Any) -> None:
     """The study's model, its floors and whether it beats them, in a few lines."""
-    from trainables.floors import floor_verdict
+    from trainables.evaluation.floors import floor_verdict
 
     metric, best = study.search.metric, outcome.best
     if outcome.search_best is not None and outcome.final is None:

@@ -34,7 +34,7 @@ from sweeps.tracking import TRACKERS
 from sweeps.tuning.schedulers import SCHEDULERS
 from sweeps.tuning.searchers import SEARCHERS
 from trainables.kinds import TASKS
-from trainables.methods import METHODS
+from trainables.model.methods import METHODS
 
 STUDIES_DIR = Path(__file__).parent / "studies"
 
@@ -75,7 +75,7 @@ class Study:
             raise StudyError("search.metric", f"task {self.task} does not produce {self.search.metric!r}", f"use one of {', '.join(task.metrics)}")
         task.kind.check(task, self.data, self.training)
         if self.data.source == "generated":
-            from trainables.data import GENERATORS
+            from trainables.data.load import GENERATORS
 
             if self.data.name not in GENERATORS:
                 raise StudyError("data.name", f"unknown generator {self.data.name!r}", f"use one of {', '.join(GENERATORS)}")
@@ -121,7 +121,7 @@ class Study:
     def _validate_model(self) -> None:
         ref = self.model
         if ref.startswith("packaged:"):
-            from trainables.model import PACKAGED_MODELS
+            from trainables.model.load import PACKAGED_MODELS
 
             if ref not in PACKAGED_MODELS:
                 raise StudyError("model", f"unknown packaged model {ref!r}", f"use one of {', '.join(PACKAGED_MODELS)}")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from sweeps.study import Study
-from trainables.synthetic import emotion_rows
+from trainables.data.synthetic import emotion_rows
 
 PLACES = ["Paris", "Lima", "Oslo", "Quito", "Hanoi", "Accra", "Dakar", "Riga", "Sofia", "Bern"]
 THINGS = ["river", "bridge", "museum", "market", "tower", "garden", "harbour", "library"]

@@ -1,4 +1,4 @@
-"""The allocator trials train with (trainables/allocator.py): what their processes get, that the
+"""The allocator trials train with (trainables/training/allocator.py): what their processes get, that the
 setting does what it is for (freed pages kept: no page faults to re-use them), and that a study
 that starts its own Ray really trains its trials on it."""
 
@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from core.specs import ResourcesSpec
-from trainables.allocator import CPU_TRAINING_MALLOC_CONF, jemalloc, worker_runtime_env
+from trainables.training.allocator import CPU_TRAINING_MALLOC_CONF, jemalloc, worker_runtime_env
 
 needs_jemalloc = pytest.mark.skipif(jemalloc() is None or sys.platform != "linux", reason="this Ray ships no jemalloc (Linux only)")
 

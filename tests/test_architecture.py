@@ -44,7 +44,7 @@ def test_packages_import_only_downward(package):
 
 def test_importing_trainables_loads_no_sweeps_module():
     code = (
-        "import sys, trainables, trainables.loop, trainables.trial, trainables.kinds, trainables.spec; "
+        "import sys, trainables, trainables.training.loop, trainables.training.trial, trainables.kinds, trainables.spec; "
         "print(sorted(m for m in sys.modules if m == 'sweeps' or m.startswith('sweeps.')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -100,7 +100,7 @@ def test_a_registered_method_brings_its_hyperparameters(workdir, minilm_path, ca
 
     from sweeps.run import main
     from tests import toy_plugins  # noqa: F401
-    from trainables import model as models
+    from trainables.model import load as models
     from trainables.kinds import TASKS
 
     study = base_study(minilm_path, methods=["tiny_lora"])

@@ -1,4 +1,4 @@
-"""Before-training scores shared between a stage's trials (trainables.base_scores): the key
+"""Before-training scores shared between a stage's trials (trainables.evaluation.base_scores): the key
 separates models that score differently before training and joins those that score alike, every
 registered method is what its ``identity_at_init`` says, and a real sweep computes them once."""
 
@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables import base_scores
-from trainables import model as models
+from trainables.evaluation import base_scores
+from trainables.model import load as models
 from trainables.kinds import TASKS
-from trainables.methods import METHODS
+from trainables.model.methods import METHODS
 
 CPU = torch.device("cpu")
 TEXTS = ["so glad today", "this is awful and i hate every minute of it", "fine"]

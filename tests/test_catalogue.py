@@ -30,7 +30,7 @@ EVAL_FILE = {"classification": "eval/predictions.csv", "qa": "eval/predictions.c
 
 
 def family(model_id: str) -> str:
-    from trainables.tiny import FAMILIES
+    from trainables.model.tiny import FAMILIES
 
     return next(f for f in FAMILIES if f in model_id.lower())
 
@@ -50,7 +50,7 @@ def test_catalogue_is_complete():
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
-    from trainables import tiny
+    from trainables.model import tiny
 
     root = tmp_path_factory.mktemp("tiny-models")
     cache: dict[str, str] = {}

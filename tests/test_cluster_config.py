@@ -142,7 +142,7 @@ def test_mlflow_store_survives_ray_down_and_needs_a_password(config):
 
 
 def test_trial_drivers_and_train_controllers_live_on_the_on_demand_head(config):
-    from trainables.trial import DRIVER_NODE_RESOURCE
+    from trainables.training.trial import DRIVER_NODE_RESOURCE
 
     types = config["available_node_types"]
     head = types[config["head_node_type"]]

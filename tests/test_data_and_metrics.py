@@ -10,10 +10,10 @@ import pytest
 from core.errors import StudyError
 from core.schema import parse
 from sweeps.study import DataSpec
-from trainables import data
+from trainables.data import load as data
 from trainables.kinds import TASKS
-from trainables.metrics import classification_metrics
-from trainables.model import load_tokenizer
+from trainables.evaluation.metrics import classification_metrics
+from trainables.model.load import load_tokenizer
 
 
 def test_generated_data_is_stratified(minilm_path):

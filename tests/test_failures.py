@@ -16,8 +16,8 @@ from ray.train.v2._internal.execution.failure_handling import FailureDecision
 from ray.train.v2.api.exceptions import WorkerGroupError
 
 from core.specs import TrainingSpec
-from trainables import failures, loop
-from trainables.failures import FailFastPolicy, TrialDiverged, TrialOutOfMemory
+from trainables.training import failures, loop
+from trainables.training.failures import FailFastPolicy, TrialDiverged, TrialOutOfMemory
 
 TRAINING = TrainingSpec(batch_size=32, max_length=256)
 

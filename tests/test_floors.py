@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from datasets import Dataset, DatasetDict
 
-from trainables.floors import (
+from trainables.evaluation.floors import (
     Floor,
     best_sentence,
     classification_floors,
     floor_verdict,
     qa_floors,
 )
-from trainables.synthetic import LEXICON, emotion_rows
+from trainables.data.synthetic import LEXICON, emotion_rows
 
 NAMES = list(LEXICON)
 

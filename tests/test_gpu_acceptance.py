@@ -28,7 +28,7 @@ acceptance = _load("gpu_acceptance")
 
 @pytest.fixture
 def data(tmp_path):
-    from trainables.synthetic import emotion_rows
+    from trainables.data.synthetic import emotion_rows
 
     folder = tmp_path / "emotion"
     folder.mkdir()
@@ -72,7 +72,7 @@ def test_its_study_validates_with_three_packed_methods_on_the_bench_model(data, 
 def test_the_oom_batch_is_the_smallest_the_estimate_puts_past_one_and_a_half_gpus(tmp_path):
     from transformers import AutoConfig
 
-    from trainables import memory
+    from trainables.training import memory
 
     gpu_check = _load("gpu_check")
     family, dims = gpu_check.SHAPES["llama-3.2-1b"]

@@ -14,7 +14,7 @@ import yaml
 from sweeps import init
 from sweeps.run import main as run_main
 from tests.study_data import chat_rows, qa_rows
-from trainables.synthetic import emotion_rows
+from trainables.data.synthetic import emotion_rows
 
 
 def emotions(n: int, seed: int = 0) -> pd.DataFrame:

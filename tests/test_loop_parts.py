@@ -14,10 +14,10 @@ from core.errors import StudyError
 from core.specs import TrainingSpec
 from search_spaces import load_space
 from sweeps.tuning.searchers import DefineByRun
-from trainables import model as models
+from trainables.model import load as models
 from trainables.kinds import TASKS
-from trainables.loop import optimizer_for, train_loader
-from trainables.precision import autocast, autocast_dtype
+from trainables.training.loop import optimizer_for, train_loader
+from trainables.training.precision import autocast, autocast_dtype
 
 CPU = torch.device("cpu")
 
@@ -187,8 +187,8 @@ def test_compiled_training_forward_trains_the_same_weights_as_eager(tmp_path):
     steps as eager, also across batches of different lengths (compiled once, dynamic)."""
     from torch._dynamo.utils import counters
 
-    from trainables.loop import training_forward
-    from trainables.tiny import write_tiny_model
+    from trainables.training.loop import training_forward
+    from trainables.model.tiny import write_tiny_model
 
     path = str(write_tiny_model("llama", tmp_path / "tiny"))
     tok = models.load_tokenizer(path)
@@ -222,7 +222,7 @@ def test_compiled_training_forward_trains_the_same_weights_as_eager(tmp_path):
 def test_trials_on_cuda_keep_attention_off_cudnn_and_cpu_trials_are_untouched():
     """cuDNN's attention plans per sequence length (slow on length-varying batches); the CUDA
     path is forced here (the flag is process state, no GPU needed to set it)."""
-    from trainables.kernels import avoid_cudnn_attention
+    from trainables.training.kernels import avoid_cudnn_attention
 
     was = torch.backends.cuda.cudnn_sdp_enabled()
     try:
@@ -240,7 +240,7 @@ def test_micro_batches_take_the_whole_batchs_gradient(task, tiny_llama):
     """``training.micro_batch_size``: a batch in passes of 3 rows (the last one short), gradients
     summed with each pass's share of the mean loss (rows; target tokens for causal LM, with
     prompt tokens masked unevenly), gives the gradient of the whole batch in one pass."""
-    from trainables.loop import split_batch
+    from trainables.training.loop import split_batch
 
     tok = models.load_tokenizer(tiny_llama)
     texts = ["so glad today", "this is awful and long and sad", "ok", "fine then", "what a day it was", "no", "yes yes yes yes"]

@@ -1,4 +1,4 @@
-"""Evaluation with the adapter merged (trainables.merged_eval): the same scores as the unmerged
+"""Evaluation with the adapter merged (trainables.evaluation.merged_eval): the same scores as the unmerged
 model, the frozen weights restored bit for bit (also after an error), and no merge where it
 would round (QLoRA's 4-bit base, a bf16 base) or where there is no adapter (full, head)."""
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from trainables import model as models
+from trainables.model import load as models
 from trainables.kinds import TASKS
-from trainables.merged_eval import merged_adapters, mergeable
+from trainables.evaluation.merged_eval import merged_adapters, mergeable
 
 CPU = torch.device("cpu")
 TEXTS = ["so glad today", "this is awful and i hate every minute of it", "fine", "meh, could be better i guess"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainables import model as models
+from trainables.model import load as models
 from trainables.kinds import TASKS
 
 HP = {"lora_r": 4, "lora_alpha_ratio": 2, "lora_dropout": 0.0}
@@ -211,7 +211,7 @@ def test_base_dtype_bf16_halves_the_frozen_weights_and_scores_alike(method, mini
 
 def test_base_dtype_resolves_by_device_precision_and_method():
     from core.specs import TrainingSpec
-    from trainables.precision import base_dtype
+    from trainables.training.precision import base_dtype
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert base_dtype(cuda, TrainingSpec(precision="bf16"), "lora") is torch.bfloat16  # auto on a GPU training in bf16

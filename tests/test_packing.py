@@ -12,7 +12,7 @@ import pytest
 
 from conftest import base_study, write_study
 from core.errors import StudyError
-from trainables import failures, memory
+from trainables.training import failures, memory
 from trainables.kinds import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def test_packing_arithmetic():
 
 def test_an_out_of_memory_trial_retries_with_a_larger_share_only_when_packed():
     from core.specs import ResourcesSpec
-    from trainables.trial import wider_share
+    from trainables.training.trial import wider_share
 
     oom, nan = failures.Failure("out_of_memory", "x"), failures.Failure("diverged", "x")
     assert wider_share(oom, ResourcesSpec(gpus_per_worker=0.25)) == 0.5
@@ -98,7 +98,7 @@ def test_an_in_process_trial_out_of_memory_retries_in_a_train_worker_with_a_larg
     from types import SimpleNamespace
 
     from core.specs import ResourcesSpec, TrainingSpec
-    from trainables import trial
+    from trainables.training import trial
     from trainables.spec import TrialSpec
 
     attempts = []
@@ -126,7 +126,7 @@ def test_out_of_memory_on_a_whole_gpu_halves_the_rows_per_pass_then_fails_with_t
     from ray.train.v2.api.exceptions import WorkerGroupError
 
     from core.specs import ResourcesSpec, TrainingSpec
-    from trainables import trial
+    from trainables.training import trial
     from trainables.spec import TrialSpec
 
     attempts, reported = [], []
@@ -208,7 +208,7 @@ def test_a_batch_too_large_for_one_gpu_is_planned_in_smaller_passes(tmp_path, ti
     from transformers import AutoConfig
 
     from sweeps.tuning import packing
-    from trainables.model import load_tokenizer
+    from trainables.model.load import load_tokenizer
 
     sys.path.insert(0, str(ROOT / "bench"))
     from gpu_check import SHAPES

@@ -10,7 +10,7 @@ import pytest
 from datasets import Dataset
 
 from trainables.kinds import qa
-from trainables.squad_metrics import (
+from trainables.evaluation.squad_metrics import (
     exact,
     f1,
     normalize_answer,
@@ -59,7 +59,7 @@ def test_a_question_scores_its_best_reference_and_the_totals_are_percentages():
 
 @pytest.mark.skipif(not SHARED_SQUAD.is_file(), reason="../shared/data/squad_v1.1 not on this machine")
 def test_official_dev_set_loads_and_gold_answers_score_100():
-    from trainables.data import _load_squad_json
+    from trainables.data.load import _load_squad_json
 
     dev = _load_squad_json({"validation": str(SHARED_SQUAD)})["validation"]
     assert len(dev) == 10570  # SOURCE.md: 10,570 questions

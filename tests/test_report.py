@@ -26,7 +26,7 @@ from sweeps import report as report_cli
 from sweeps.run import main as run_main
 from tests import browser
 from tests.conftest import local_ray, mlflow_runs
-from trainables.precision import cpu_flags
+from trainables.training.precision import cpu_flags
 
 pytestmark = pytest.mark.ray
 

@@ -9,7 +9,7 @@ from core import hparams
 from core.errors import StudyError
 from search_spaces import known_spaces, load_space
 from sweeps.tuning.searchers import DefineByRun, trial_count
-from trainables import methods  # noqa: F401  (registers the methods: LoRA's hyperparameter rules)
+from trainables.model import methods  # noqa: F401  (registers the methods: LoRA's hyperparameter rules)
 
 
 def test_every_shipped_space_is_valid():

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sweeps.tracking import store
-from trainables import loop
+from trainables.training import loop
 
 
 @pytest.mark.parametrize("uri, shown", [

@@ -50,8 +50,8 @@ def test_qa_answer_is_a_span_of_its_context_found_over_windows(minilm_path):
 def test_chat_stream_ends_with_the_answer_predict_gives(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from trainables import tiny
-    from trainables.model import load_tokenizer
+    from trainables.model import tiny
+    from trainables.model.load import load_tokenizer
 
     folder = tiny.write_tiny_model("llama", tmp_path / "lm")
     model, tokenizer = AutoModelForCausalLM.from_pretrained(folder).eval(), load_tokenizer(str(folder))

@@ -20,14 +20,14 @@ CONVERSATION = [
 
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory):
-    from trainables import tiny
+    from trainables.model import tiny
 
     return str(tiny.write_tiny_model("llama", tmp_path_factory.mktemp("tiny-lm")))
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_lm):
-    from trainables.model import load_tokenizer
+    from trainables.model.load import load_tokenizer
 
     tok = load_tokenizer(tiny_lm)
     sft.ensure_chat_template(tok)

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from sweeps.reporting import error_analysis
 from sweeps.reporting.leaderboard import markdown
 from sweeps.tracking.artifacts import BestCheckpoints, log_best
-from trainables import eval_files
+from trainables.evaluation import eval_files
 
 NAMES = ["anger", "joy", "sadness"]
 

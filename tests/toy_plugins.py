@@ -16,7 +16,7 @@ from core import hparams
 from core.errors import StudyError
 from sweeps.tracking import TRACKERS, TrackerContext
 from sweeps.tuning.searchers import SEARCHERS, GridSearcher, SearchAlgorithm
-from trainables import methods
+from trainables.model import methods
 from trainables.kinds import Task, classification, register
 
 

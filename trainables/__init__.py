@@ -1,4 +1,12 @@
-"""What one trial does: data, model + peft method, the Ray Train worker loop, metrics."""
+"""What one trial does, in rooms:
+
+- ``data/``: a study's rows loaded, split and tokenized (``load``); generated data (``synthetic``)
+- ``model/``: the base model wrapped with a peft method (``load``, ``methods``); tiny models (``tiny``)
+- ``training/``: the Tune trial (``trial``) and the loop it runs (``loop``), failures, allocator, precision
+- ``evaluation/``: metrics, floors, scores before training, merged-adapter evals, eval files
+- ``kinds/``: task kinds (classification, QA, instruction tuning): each kind's data, head, scoring
+- ``spec.py``: the one typed spec a trial receives; ``inference.py``: an exported model answering
+"""
 
 import logging
 

@@ -40,7 +40,7 @@ def load(folder: str | Path, device: Optional[torch.device] = None) -> tuple[tor
     from peft import PeftModel
 
     from trainables.kinds import TASKS
-    from trainables.model import heads_in_fp32, keep_4bit_layout_trainable, load_base
+    from trainables.model.load import heads_in_fp32, keep_4bit_layout_trainable, load_base
 
     folder = Path(folder)
     info = read_info(folder)

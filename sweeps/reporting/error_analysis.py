@@ -26,7 +26,7 @@ def with_groups(pred: pd.DataFrame) -> pd.DataFrame:
         if col in out:
             out[col] = out[col].fillna("").astype(str)
     if "exact_match" in out:  # extractive QA
-        from trainables.squad_metrics import question_scores
+        from trainables.evaluation.squad_metrics import question_scores
 
         golds = [a.split(" | ") if a else [] for a in out["answers"]]
         out["correct"] = out["exact_match"].astype(int) == 1

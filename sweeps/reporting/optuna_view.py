@@ -46,7 +46,7 @@ def _value(text: str, dist: BaseDistribution) -> Any:
     return float(text)
 
 
-# error_kind values of trials that reported the worst score (trainables.failures.describe)
+# error_kind values of trials that reported the worst score (trainables.training.failures.describe)
 DETERMINISTIC_KINDS = ("diverged", "out_of_memory", "error")
 
 
@@ -55,7 +55,7 @@ def as_optuna_study(scores: list[TrialScore], space: dict[str, Any], methods: li
     where to create the study (``--extend`` hands the same storage to the next searcher).
     ``failed_as_worst``: a trial that failed for good (diverged, out of memory, bad
     configuration: its run's ``error_kind``) counts as the worst score, as the live searcher
-    was told (trainables.failures), not as a failure Optuna would ignore."""
+    was told (trainables.training.failures), not as a failure Optuna would ignore."""
     params = {name: parse(Param, raw, f"search_space.{name}") for name, raw in (space.get("params") or {}).items()}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize", storage=storage, study_name=name)

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from pyarrow.fs import FileType
 
 from core import outcomes
-from trainables import eval_files
+from trainables.evaluation import eval_files
 
 ADAPTER = "adapter"  # artifact folder of the adapter (+ trained head), what export/predict load
 # peft adapters; the `head` baseline's head weights; the `full` baseline's whole model (save_pretrained)

@@ -24,7 +24,7 @@ from core import outcomes
 from sweeps.tracking import TrackerContext
 from sweeps.tracking.artifacts import BestCheckpoints, log_best
 from sweeps.tracking.runs import find_trial_run
-from trainables.failures import ERROR_KEY, KIND_KEY
+from trainables.training.failures import ERROR_KEY, KIND_KEY
 
 # Result keys that are Tune bookkeeping, not model metrics.
 NOT_METRICS = set(AUTO_RESULT_KEYS) | {"checkpoint_path", "checkpoint_dir_name", "config", "trial_id", "done"}
@@ -48,7 +48,7 @@ class TrialRunLogger(MLflowLoggerCallback):
         self._fixed = fixed_params
         self._last: dict[Any, dict[str, Any]] = {}
         # Trials that ended with a failure result (diverged, out of memory, bad configuration:
-        # trainables.failures), not a Tune error: their runs end FAILED all the same.
+        # trainables.training.failures), not a Tune error: their runs end FAILED all the same.
         self._failed: dict[Any, dict[str, str]] = {}
         self._placed: dict[Any, dict[str, str]] = {}
         # Trials whose run had already finished when a resumed study restarted them (the driver

@@ -27,7 +27,7 @@ RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 STUDY_FILE = "study.yaml"  # parent artifact: the validated study as it ran (overrides applied)
 SPACE_FILE = "search_space.yaml"  # parent artifact: the resolved search space
 DATA_FILE = "data.json"  # parent artifact: label names (in head order) and split sizes
-FLOORS_FILE = "floors.json"  # parent artifact: the floors fitted on the study's data (trainables.floors)
+FLOORS_FILE = "floors.json"  # parent artifact: the floors fitted on the study's data (trainables.evaluation.floors)
 
 
 def add_run_arguments(p: Any) -> None:

@@ -16,8 +16,8 @@ from typing import Any, Optional
 import ray
 
 from core.errors import StudyError
-from trainables.allocator import worker_runtime_env
-from trainables.trial import (
+from trainables.training.allocator import worker_runtime_env
+from trainables.training.trial import (
     DRIVER_NODE_RESOURCE,
     DRIVER_NODE_SHARE,
     TRIAL_DRIVER_RESOURCES,

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Optional
 from core import outcomes
 from core.specs import SchedulerSpec
 from sweeps.study import Study
-from trainables.failures import trial_failure
+from trainables.training.failures import trial_failure
 
 SEED_KEY = "seed"  # the hyperparameter a final repeat differs in
 

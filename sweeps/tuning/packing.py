@@ -2,10 +2,10 @@
 
 A 1B LoRA trial peaks at ~6 GB, yet a whole-GPU request gives each trial an 80 GB card.
 Before anything is written, the study's largest trial (over its methods and the space's
-largest rank) is estimated (``trainables.memory``), and the GPU share every trial asks Ray
+largest rank) is estimated (``trainables.training.memory``), and the GPU share every trial asks Ray
 for becomes ``1 / trials that fit``. Ray's fractional GPUs do not enforce memory, so the
 estimate errs high, and a packed trial that still runs out of memory is retried with a larger
-share (``trainables.trial``) rather than failing the study.
+share (``trainables.training.trial``) rather than failing the study.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Optional
 import ray
 
 from core.errors import StudyError
-from trainables import memory
+from trainables.training import memory
 from trainables.kinds import TASKS
 
 GPU_PROBE_TIMEOUT_S = 60.0
@@ -72,7 +72,7 @@ def estimate_study(study: Any, seq_len: Optional[int] = None, rows: Optional[int
     (default: ``training.max_length``) and ``rows`` per pass (default: ``training.rows_per_pass``)."""
     from transformers import AutoConfig
 
-    from trainables.model import resolve
+    from trainables.model.load import resolve
 
     task = TASKS[study.task]
     try:

@@ -6,7 +6,7 @@ would sit there indefinitely. This callback turns "trials are waiting, none is r
 the cluster cannot hold even one trial's request" for longer than ``resources.start_timeout_s``
 into a :class:`SweepError`. A PENDING trial whose request does fit is just starting its actor
 (that alone can take 10-20 s), so it does not count. Trials whose Tune driver starts but whose
-Train workers cannot be placed fail on their own: see ``trainables.trial``.
+Train workers cannot be placed fail on their own: see ``trainables.training.trial``.
 """
 
 from __future__ import annotations

@@ -33,16 +33,16 @@ from sweeps.tuning.schedulers import SCHEDULERS, reuses_actors
 from sweeps.tuning.searchers import SEARCHERS, GridSearcher, trial_count
 from sweeps.tuning.starvation import StarvationGuard
 from sweeps.tuning.storage import storage_root
-from trainables import base_scores
-from trainables import data as data_mod
-from trainables.failures import trial_failure
-from trainables.floors import Floor, floor_verdict
+from trainables.evaluation import base_scores
+from trainables.data import load as data_mod
+from trainables.training.failures import trial_failure
+from trainables.evaluation.floors import Floor, floor_verdict
 from trainables.kinds import TASKS
-from trainables.model import check_architecture, load_tokenizer
+from trainables.model.load import check_architecture, load_tokenizer
 from trainables.spec import TrialSpec
-from trainables.trial import run_trial
+from trainables.training.trial import run_trial
 
-# A failed trial reports the worst score, +-inf, on purpose (trainables.failures); Tune's
+# A failed trial reports the worst score, +-inf, on purpose (trainables.training.failures); Tune's
 # TensorBoard logger would warn about it on every such trial.
 logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
 
@@ -81,7 +81,7 @@ def trial_spec(study: Study, run_name: str) -> TrialSpec:
 def trainable(study: Study, data_ref: Any, run_name: str) -> Any:
     """The Tune trainable: ``run_trial`` with the trial spec and the tokenized data bound to it,
     and the stage's cache of before-training scores, which trials with the same model before
-    training share (``trainables.base_scores``: one validation pass per stage, not per trial)."""
+    training share (``trainables.evaluation.base_scores``: one validation pass per stage, not per trial)."""
     shared = [data_ref, base_scores.start()] if study.training.eval_base else [data_ref]
     return tune.with_resources(tune.with_parameters(run_trial, spec=trial_spec(study, run_name), data=shared), cluster.trial_resources(study.resources))
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from torch.utils.data import DataLoader
 
     from core.specs import DataSpec, TrainingSpec
-    from trainables.data import PreparedData
+    from trainables.data.load import PreparedData
 
 
 class TaskKind(Protocol):
@@ -50,7 +50,7 @@ class TaskKind(Protocol):
         """Load, check and tokenize the study's data (in the driver, once per study)."""
 
     def floors(self, data: "PreparedData", task: "Task", seed: int) -> list[Any]:
-        """Classical baselines fitted on the trials' own training rows (trainables.floors)."""
+        """Classical baselines fitted on the trials' own training rows (trainables.evaluation.floors)."""
 
     def collator(self, tokenizer: Any, task: "Task") -> Any:
         """Batches of the tokenized rows."""

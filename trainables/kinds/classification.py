@@ -16,7 +16,7 @@ from trainables.kinds import Task
 # Libraries a trial's Tune actor and Train controller need not load (they unpickle the task,
 # hence this module): imported where used, in the driver and the workers.
 if TYPE_CHECKING:
-    from trainables.data import PreparedData
+    from trainables.data.load import PreparedData
 
 
 
@@ -37,14 +37,14 @@ def head_kwargs(task: Task, label_names: list[str]) -> dict[str, Any]:
 
 
 def prepare(spec: Any, task: Task, tokenizer: Any, training: Any, seed: int) -> PreparedData:
-    from trainables.data import prepare as prepare_data
+    from trainables.data.load import prepare as prepare_data
 
     return prepare_data(spec, task, tokenizer, training.max_length, seed)
 
 
 def floors(data: PreparedData, task: Task, seed: int) -> list[Any]:
     """Majority class and TF-IDF + logistic regression on the trials' own training rows."""
-    from trainables.floors import classification_floors
+    from trainables.evaluation.floors import classification_floors
 
     assert data.raw is not None, "floors are fitted in the driver, on the prepared text splits"
     return classification_floors(data.raw, task.multi_label, task.needs_text_pair, len(data.label_names), seed)
@@ -101,7 +101,7 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device) ->
 def evaluate(model: torch.nn.Module, loader: DataLoader, data: PreparedData, split: str, device: torch.device, task: Task, training: Any) -> tuple[dict[str, float], Any]:
     """Metrics over ``split`` and what ``write_files`` needs (logits, labels)."""
     logits, labels, loss = predict(model, loader, device)
-    from trainables.metrics import classification_metrics, per_class
+    from trainables.evaluation.metrics import classification_metrics, per_class
 
     metrics = {**classification_metrics(logits, labels, task.multi_label), "eval_loss": loss}
     if not task.multi_label:  # per-class accuracy (= the class's recall), as IMDB/SST-2 reports give it
@@ -113,7 +113,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, data: PreparedData, spl
 def write_files(folder: str, payload: Any, base_payload: Optional[Any], data: PreparedData, task: Task) -> None:
     logits, labels = payload
     base_logits = base_payload[0] if base_payload is not None else None
-    from trainables import eval_files
+    from trainables.evaluation import eval_files
 
     eval_files.write(folder, logits, labels, data.label_names, task.multi_label, data.texts, base_logits)
 

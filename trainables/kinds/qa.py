@@ -19,10 +19,10 @@ from torch.utils.data import DataLoader
 
 from core.errors import StudyError
 from trainables.kinds import Task
-from trainables.squad_metrics import question_scores, squad_scores
+from trainables.evaluation.squad_metrics import question_scores, squad_scores
 
 if TYPE_CHECKING:
-    from trainables.data import PreparedData
+    from trainables.data.load import PreparedData
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions")
 PREDICTIONS = "predictions.csv"
@@ -31,7 +31,7 @@ PREDICTIONS = "predictions.csv"
 def load_examples(spec: Any, seed: int) -> DatasetDict:
     """Splits with standard columns: id, question, context, answers {text, answer_start}."""
     cols = spec.columns
-    from trainables import data as data_mod
+    from trainables.data import load as data_mod
 
     ds = data_mod.load_raw(spec, seed)
     needed = {"question": cols.question, "context": cols.context, "answers": cols.answers}
@@ -94,7 +94,7 @@ def prepare(spec: Any, task: Task, tokenizer: Any, training: Any, seed: int) -> 
     splits = DatasetDict({k: windows(d, tokenizer, training.max_length, training.doc_stride) for k, d in examples.items()})
     splits["train"] = splits["train"].remove_columns(["offset_mapping", "example_index"])
     extra = {split: {c: list(d[c]) for c in ("id", "question", "context", "answers")} for split, d in examples.items() if split != "train"}
-    from trainables.data import PreparedData
+    from trainables.data.load import PreparedData
 
     return PreparedData(splits=splits, label_names=[], tokenizer=tokenizer, extra=extra)
 
@@ -181,7 +181,7 @@ def _logits(model: torch.nn.Module, loader: DataLoader, device: torch.device) ->
 
 def floors(data: PreparedData, task: Task, seed: int) -> list[Any]:
     """The best-overlap context sentence as the answer (no training)."""
-    from trainables.floors import qa_floors
+    from trainables.evaluation.floors import qa_floors
 
     return qa_floors(data.extra, task.allow_no_answer)
 

@@ -23,7 +23,7 @@ from trainables.kinds import Task
 from trainables.kinds.builtin import GENERATIONS
 
 if TYPE_CHECKING:
-    from trainables.data import PreparedData
+    from trainables.data.load import PreparedData
 
 IGNORE = -100  # label of a token the loss skips
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant", "system": "system"}
@@ -99,7 +99,7 @@ def prepare(spec: Any, task: Task, tokenizer: Any, training: Any, seed: int) -> 
 
     datasets.disable_progress_bars()
     col = spec.columns.messages
-    from trainables import data as data_mod
+    from trainables.data import load as data_mod
 
     ds = data_mod.load_raw(spec, seed)
     data_mod.require_columns(ds, {"messages": col})
@@ -120,7 +120,7 @@ def prepare(spec: Any, task: Task, tokenizer: Any, training: Any, seed: int) -> 
                 if last is not None and len(gen) < training.generate_samples:
                     prompt = tokenizer.apply_chat_template(m[:last], tokenize=False, add_generation_prompt=True)
                     gen.append({"prompt": prompt, "reference": m[last]["content"]})
-    from trainables.data import PreparedData
+    from trainables.data.load import PreparedData
 
     return PreparedData(splits=splits, label_names=[], tokenizer=tokenizer, extra={"generation": gen})
 

@@ -7,7 +7,7 @@ config without loading a weight (``accelerate.init_empty_weights``), with per-to
 constants calibrated on peaks measured on an H100 (``bench/results/gpu_check_h100.json``: Llama-3.2-1B
 LoRA/QLoRA/full, QA and instruction, Mistral-7B QLoRA with and without gradient checkpointing),
 then a safety factor and the CUDA context on top. It is meant to err high: a trial that still
-runs out of memory is retried with a larger share (``trainables.trial``), never fails the study.
+runs out of memory is retried with a larger share (``trainables.training.trial``), never fails the study.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def shape_of(config: Any, auto_model: Any) -> ModelShape:
     import torch
     from accelerate import init_empty_weights
 
-    from trainables.methods import HEAD_MODULES
+    from trainables.model.methods import HEAD_MODULES
 
     with init_empty_weights():
         model = auto_model.from_config(config)
@@ -100,7 +100,7 @@ def estimate(shape: ModelShape, method: str, *, batch: int, seq_len: int, lora_r
     ``target_modules`` preset can put there), so narrower presets only make it safer.
     ``base_bytes``: bytes per frozen weight where ``training.base_dtype`` fixes it (None: the
     checkpoint's dtype, what an unquantized base loads in otherwise)."""
-    from trainables.methods import METHODS
+    from trainables.model.methods import METHODS
 
     spec = METHODS[method]
     if spec.quantized:

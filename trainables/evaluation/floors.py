@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from trainables.metrics import classification_metrics
+from trainables.evaluation.metrics import classification_metrics
 
 
 @dataclasses.dataclass
@@ -119,7 +119,7 @@ def best_sentence(question: str, context: str) -> str:
 
 def qa_floors(examples: dict[str, Any], version_2: bool) -> list[Floor]:
     """The best-overlap sentence as the answer, on the validation (and test) questions."""
-    from trainables.squad_metrics import squad_scores
+    from trainables.evaluation.squad_metrics import squad_scores
 
     started = time.perf_counter()
     results: dict[str, dict[str, float]] = {}

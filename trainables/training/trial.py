@@ -1,4 +1,4 @@
-"""One Tune trial = one Ray Train run (``TorchTrainer``) of ``trainables.loop.train_worker``.
+"""One Tune trial = one Ray Train run (``TorchTrainer``) of ``trainables.training.loop.train_worker``.
 
 Ray 2.60 (Train V2) no longer accepts ``Tuner(TorchTrainer)``; the supported shape is a Tune
 function trainable that calls ``TorchTrainer.fit()`` and forwards each ``ray.train.report``
@@ -7,7 +7,7 @@ reserves memory and no CPU; the workers ask for the study's CPUs/GPUs.
 
 With ``resources.in_process`` (one worker) there is no Train run: the Tune function runs the
 loop itself (Tune's function API), holds the trial's CPUs and GPU share, and the loop reports
-and checkpoints to Tune directly (``trainables.loop.Session``). That saves the Train controller
+and checkpoints to Tune directly (``trainables.training.loop.Session``). That saves the Train controller
 and worker start (~9 s a trial); a crash then restarts the trial (Tune, from its last
 checkpoint) rather than its worker (Train).
 """
@@ -35,8 +35,8 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from core import hparams
 from core.specs import ResourcesSpec
-from trainables import failures, memory
-from trainables.allocator import worker_runtime_env
+from trainables.training import failures, memory
+from trainables.training.allocator import worker_runtime_env
 from trainables.spec import TrialSpec
 
 # What one trial's Tune function (the Train driver) reserves. Tune refuses an all-zero request,
@@ -56,7 +56,7 @@ def train_entry(cfg: dict[str, Any]) -> None:
     ~8 s here) happens inside, so only the worker pays it, not also the trial's Tune actor and
     its Train controller, which unpickle this function by reference."""
     entered = time.time()
-    from trainables.loop import train_worker
+    from trainables.training.loop import train_worker
 
     train_worker({**cfg, "worker_entered_at": entered})
 

@@ -59,7 +59,7 @@ def base_dtype(device: torch.device, training: "TrainingSpec", method: str) -> O
     is transformers' default). Only frozen weights are affected: ``full`` trains every weight
     (it keeps the checkpoint's dtype) and a quantized method's base is 4-bit (its compute dtype
     is the method's own)."""
-    from trainables.methods import METHODS
+    from trainables.model.methods import METHODS
 
     spec = METHODS[method]
     if spec.quantized or spec.trains == "all":

@@ -24,15 +24,15 @@ from transformers import get_scheduler, set_seed
 
 from core.schedule import schedule
 from core.specs import TrainingSpec
-from trainables import base_scores
-from trainables import model as models
-from trainables.allocator import uses_jemalloc
-from trainables.failures import TrialDiverged, is_out_of_memory, out_of_memory
-from trainables.kernels import avoid_cudnn_attention
+from trainables.evaluation import base_scores
+from trainables.model import load as models
+from trainables.training.allocator import uses_jemalloc
+from trainables.training.failures import TrialDiverged, is_out_of_memory, out_of_memory
+from trainables.training.kernels import avoid_cudnn_attention
 from trainables.kinds import Task
-from trainables.merged_eval import merged_adapters
-from trainables.methods import METHODS
-from trainables.precision import autocast, autocast_dtype, base_dtype
+from trainables.evaluation.merged_eval import merged_adapters
+from trainables.model.methods import METHODS
+from trainables.training.precision import autocast, autocast_dtype, base_dtype
 from trainables.spec import TrialSpec
 
 # In each checkpoint beside the adapter: optimizer, LR schedule, counters, RNG states.
@@ -79,7 +79,7 @@ class Evaluator:
 
     def score_base(self, net: torch.nn.Module, cache: Any = None, cache_key: Optional[str] = None) -> None:
         """``base``: computed, or from another trial of the stage with the same model before
-        training (``trainables.base_scores``). Either way training sees the same RNG state."""
+        training (``trainables.evaluation.base_scores``). Either way training sees the same RNG state."""
         cpu_rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
 
@@ -228,7 +228,7 @@ def train_worker(cfg: dict[str, Any]) -> None:
     """Fine-tune one trial (``cfg``: ``spec`` (TrialSpec), ``hparams``, ``data`` ([ObjectRef], with
     the stage's BaseScores actor second where there is one),
     ``driver_node_id``). Running out of memory is raised as ``TrialOutOfMemory``, whose message
-    names the knobs to lower (the trial is not retried: see trainables.failures)."""
+    names the knobs to lower (the trial is not retried: see trainables.training.failures)."""
     spec: TrialSpec = cfg["spec"]
     try:
         shared = cfg["data"]
@@ -286,7 +286,7 @@ class TrialRecipe:
     def __init__(self, spec: TrialSpec, hp: dict[str, Any], data_ref: Any, driver_node_id: Optional[str] = None,
                  started_at: Optional[dict[str, float]] = None, session: Optional[Session] = None, base_scores: Any = None) -> None:
         self.spec, self.hp, self.training = spec, hp, spec.training
-        self.base_scores = base_scores  # the stage's before-training scores (trainables.base_scores.BaseScores), if any
+        self.base_scores = base_scores  # the stage's before-training scores (trainables.evaluation.base_scores.BaseScores), if any
         self.session = session or session_for(False)
         # Wall-clock times (time.time()) the trial's driver and this worker started: the first
         # report says how long each took to reach the first optimizer step (startup_*).

@@ -1,4 +1,4 @@
-"""``python -m trainables.tiny FAMILY OUT``: a tiny randomly initialised model of a real
+"""``python -m trainables.model.tiny FAMILY OUT``: a tiny randomly initialised model of a real
 architecture family (Llama, Gemma, Mistral, Phi, DistilBERT), built from a config, with the
 packaged MiniLM's tokenizer.
 
@@ -53,7 +53,7 @@ def write_tiny_model(family: str, out: str | Path, seed: int = 0, dtype: str = "
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    from trainables.model import resolve
+    from trainables.model.load import resolve
 
     configs = _configs()
     if family not in configs:
@@ -73,7 +73,7 @@ def write_tiny_model(family: str, out: str | Path, seed: int = 0, dtype: str = "
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trainables.tiny", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m trainables.model.tiny", description=__doc__.splitlines()[0])
     p.add_argument("family", choices=FAMILIES)
     p.add_argument("out", help="folder to write")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="weights on disk (real Llama/Gemma/Mistral checkpoints are bfloat16)")

@@ -19,7 +19,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 
 from core.errors import StudyError
-from trainables.synthetic import emotion_rows
+from trainables.data.synthetic import emotion_rows
 
 if TYPE_CHECKING:
     from trainables.kinds import Task

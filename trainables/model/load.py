@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 from core.errors import StudyError
 from trainables.kinds import Task
-from trainables.methods import METHODS
+from trainables.model.methods import METHODS
 
 
 def _packaged_minilm() -> str:

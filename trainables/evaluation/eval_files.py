@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from trainables.metrics import confusion, per_class, predicted
+from trainables.evaluation.metrics import confusion, per_class, predicted
 
 FOLDER = "eval"
 PREDICTIONS = "predictions.csv"
