@@ -1,23 +1,112 @@
-"""Build typed dataclasses from plain YAML dicts, rejecting unknown keys with a suggestion.
+"""The study schema on pydantic v2, and the one line a user reads when a study is wrong.
 
-Small on purpose: the study schema is a tree of dataclasses, and this walks it once.
+Every part of a study is a pydantic dataclass (``@spec``, a ``Spec`` subclass): pydantic checks
+types, defaults and unknown keys as the YAML is read, then runs the part's own rules
+(``Spec.check``), which need several fields at once. ``parse`` turns pydantic's first error into
+a ``StudyError``: ``field: problem (fix: ...)``, with a did-you-mean for a typo'd key or value,
+worded as the loader always has (tests/test_schema.py pins each wording).
+
+What YAML hands us is taken on purpose: one value where a list goes (``methods: lora``:
+``Listed``), a number where text goes, ``1e-3`` (text to YAML 1.1) where a number goes, an
+empty section (``training:`` with its keys commented out) as that section's defaults. Booleans
+stay strict (``eval_base: 1`` is refused), as are integers given as booleans.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import pydantic
+from pydantic import BeforeValidator, ConfigDict, Strict, TypeAdapter, ValidationError, model_validator
 
 from core.errors import StudyError
 
+T = TypeVar("T")
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+
+def _as_list(value: Any) -> Any:
+    return value if value is None or isinstance(value, (list, tuple)) else [value]
+
+
+# A list that also takes a single value (``methods: lora``).
+Listed = Annotated[list[T], BeforeValidator(_as_list)]
+# A true/false that takes nothing else (pydantic's lax mode would read 1 or "yes" as true).
+Flag = Annotated[bool, Strict()]
+
+
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    return value
+
+
+# Numbers that refuse true/false (pydantic's lax mode reads True as 1).
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Float = Annotated[float, BeforeValidator(_no_bool)]
+
+CONFIG = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+class Spec:
+    """Base of every part of a study. Subclasses are declared with ``@spec``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_defaults(cls, data: Any) -> Any:
+        return {} if data is None else data
+
+    @model_validator(mode="after")
+    def _own_rules(self) -> Any:
+        self.check()
+        return self
+
+    def check(self) -> None:
+        """The part's rules beyond its fields' types. Raise ``StudyError`` with the field's
+        path below this part (``parse`` puts the part's own path in front)."""
+
+
+def spec(cls: type) -> type:
+    """``@dataclasses.dataclass`` for study parts: pydantic-validated, unknown keys refused."""
+    return pydantic.dataclasses.dataclass(config=CONFIG)(cls)
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(cls: type) -> TypeAdapter:
+    return TypeAdapter(cls)
+
+
+def parse(cls: type, data: Any, path: str = "") -> Any:
+    """``cls`` (a ``@spec`` class) from plain data, or a one-line ``StudyError`` naming the
+    field under ``path``."""
+    try:
+        return _adapter(cls).validate_python({} if data is None else data)
+    except ValidationError as exc:
+        raise study_error(exc, cls, path) from None
+
+
+def _join(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _strip(tp: Any) -> Any:
+    """``tp`` without ``Annotated`` and without the ``None`` of an ``Optional``."""
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _strip(args[0])
+    return tp
 
 
 def _type_name(tp: Any) -> str:
+    tp = _strip(tp)
     origin = get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
@@ -25,102 +114,88 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None))
     if origin in (list, tuple):
         return "a list"
-    if origin is dict:
-        return "a mapping"
-    if dataclasses.is_dataclass(tp):
+    if origin is dict or dataclasses.is_dataclass(tp):
         return "a mapping"
     return getattr(tp, "__name__", str(tp))
 
 
-def convert(tp: Any, value: Any, path: str) -> Any:
-    """Convert ``value`` to type ``tp`` or raise StudyError naming ``path``."""
-    origin = get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return convert(arg, value, path)
-            except StudyError as exc:
-                errors.append(exc)
-        if len(errors) == 1:
-            raise errors[0]
-        raise StudyError(path, f"got {value!r}, expected {_type_name(tp)}")
-    if origin is Literal:
-        allowed = get_args(tp)
-        if value in allowed:
-            return value
-        near = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-        hint = f"did you mean {near[0]!r}?" if near else f"use one of {', '.join(map(str, allowed))}"
-        raise StudyError(path, f"unknown value {value!r}", hint)
-    if origin is list:
-        (item_tp,) = get_args(tp) or (Any,)
-        if not isinstance(value, list):
-            value = [value]
-        return [convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        key_tp, val_tp = get_args(tp) or (Any, Any)
-        if not isinstance(value, dict):
-            raise StudyError(path, f"got {value!r}, expected a mapping")
-        return {convert(key_tp, k, path): convert(val_tp, v, _join(path, str(k))) for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return parse(tp, value, path)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise StudyError(path, f"got {value!r}, expected true or false")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise StudyError(path, f"got {value!r}, expected an integer")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise StudyError(path, f"got {value!r}, expected a number")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise StudyError(path, f"got {value!r}, expected a string")
-    return value
+@dataclasses.dataclass
+class _Place:
+    path: str  # the dotted path of the offending value, as the user wrote it
+    tp: Any  # its declared type
+    owner: Any  # the dataclass whose field it is (for unknown keys: the one it is not a field of)
 
 
-def parse(cls: type, data: Any, path: str = "") -> Any:
-    """Instantiate dataclass ``cls`` from ``data``; unknown keys fail with a near-match hint."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise StudyError(path or cls.__name__, f"got {data!r}, expected a mapping")
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for key in data:
-        if key not in fields:
-            near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
-            fix = f"did you mean {_join(path, near[0])!r}?" if near else f"known keys: {', '.join(fields)}"
-            raise StudyError(_join(path, str(key)), "unknown key", fix)
-    kwargs = {}
-    for name, field in fields.items():
-        if name in data:
-            kwargs[name] = convert(hints[name], data[name], _join(path, name))
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise StudyError(_join(path, name), "is required", f"add '{name}:' to the study")
-    obj = cls(**kwargs)
-    check = getattr(obj, "validate", None)
-    if callable(check):
-        check(path)
-    return obj
+def _place(root: type, loc: tuple[Any, ...], prefix: str) -> _Place:
+    """Walk pydantic's error location down the declared types. Union members' tags (which
+    pydantic appends to the location) are not part of the path."""
+    tp: Any = root
+    owner: Any = root
+    path = prefix
+    for key in loc:
+        tp = _strip(tp)
+        origin = get_origin(tp)
+        if dataclasses.is_dataclass(tp):
+            owner = tp
+            path = _join(path, key)
+            tp = get_type_hints(tp, include_extras=True).get(key, Any)
+        elif origin is list:
+            path = _join(path, key)
+            tp = get_args(tp)[0]
+        elif origin is dict:
+            path = _join(path, key)
+            tp = get_args(tp)[1]
+        elif origin in (Union, types.UnionType):
+            break  # the rest names the member pydantic tried
+        else:
+            path = _join(path, key)
+            tp = Any
+    return _Place(path, tp, owner)
+
+
+def _got(value: Any, expected: str) -> str:
+    return f"got {value!r}, expected {expected}"
+
+
+EXPECTED = {  # pydantic error type -> what the value should have been
+    "bool_type": "true or false", "bool_parsing": "true or false",
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping", "dataclass_type": "a mapping", "dataclass_exact_type": "a mapping", "model_type": "a mapping",
+}
+
+
+def study_error(exc: ValidationError, root: type, prefix: str = "") -> StudyError:
+    """The first of pydantic's errors as our one line."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    place = _place(root, tuple(first["loc"]), prefix)
+    kind, value = first["type"], first.get("input")
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, StudyError):  # a part's own rule: its field is relative to the part
+        return StudyError(_join(place.path, cause.field) if cause.field else place.path, cause.problem, cause.fix)
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        known = [f.name for f in dataclasses.fields(place.owner) if f.init]
+        parent, _, key = place.path.rpartition(".")
+        near = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+        fix = f"did you mean {_join(parent, near[0])!r}?" if near else f"known keys: {', '.join(known)}"
+        return StudyError(place.path, "unknown key", fix)
+    if kind in ("missing", "missing_argument"):
+        return StudyError(place.path, "is required", f"add '{place.path.rpartition('.')[2]}:' to the study")
+    stripped = _strip(place.tp)
+    if get_origin(stripped) in (Union, types.UnionType):
+        return StudyError(place.path, _got(value, _type_name(stripped)))
+    if kind == "literal_error" or get_origin(stripped) is Literal:
+        allowed = [str(a) for a in get_args(stripped)]
+        near = difflib.get_close_matches(str(value), allowed, n=1)
+        return StudyError(place.path, f"unknown value {value!r}", f"did you mean {near[0]!r}?" if near else f"use one of {', '.join(allowed)}")
+    if stripped in (int, float) and kind == "value_error":  # a boolean given for a number
+        return StudyError(place.path, _got(value, EXPECTED["int_type" if stripped is int else "float_type"]))
+    if kind in EXPECTED:
+        return StudyError(place.path, _got(value, EXPECTED[kind]))
+    return StudyError(place.path, first["msg"])
 
 
 def to_dict(obj: Any) -> Any:
@@ -134,4 +209,4 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["parse", "convert", "to_dict"]
+__all__ = ["Spec", "spec", "parse", "study_error", "to_dict", "Listed", "Flag", "Int", "Float"]

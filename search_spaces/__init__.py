@@ -15,49 +15,51 @@ import math
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+from pydantic import StrictBool
+
 import yaml
 
 from core.errors import StudyError
-from core.schema import parse
+from core.schema import Float, Listed, Spec, parse, spec
 
 SPACES_DIR = Path(__file__).parent
 
 Kind = Literal["choice", "uniform", "loguniform", "int", "fixed"]
 
 
-@dataclasses.dataclass
-class Param:
+@spec
+class Param(Spec):
     """One hyperparameter: a discrete choice, a continuous or integer range, or a fixed value."""
 
     type: Kind = "choice"
-    values: Optional[list[Any]] = None  # choice
-    low: Optional[float] = None  # uniform / loguniform / int
-    high: Optional[float] = None
-    log: bool = False  # int only: sample on a log scale
+    values: Optional[Listed[Any]] = None  # choice
+    low: Optional[Float] = None  # uniform / loguniform / int
+    high: Optional[Float] = None
+    log: StrictBool = False  # int only: sample on a log scale
     value: Any = None  # fixed
-    methods: Optional[list[str]] = None  # methods it applies to; None = all
+    methods: Optional[Listed[str]] = None  # methods it applies to; None = all
     help: str = ""  # one line on the knob's effect
     # Per-method replacements of values / low / high / value, e.g. a learning-rate range for
     # IA3 or full fine-tuning that differs from LoRA's: one conditional space, where a shared
     # range would waste trials on rates one method cannot use.
     per_method: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
-    def validate(self, path: str) -> None:
+    def check(self) -> None:
         if self.type == "choice":
             if not self.values:
-                raise StudyError(path, "a choice needs a non-empty 'values' list", "add values: [..]")
+                raise StudyError("", "a choice needs a non-empty 'values' list", "add values: [..]")
         elif self.type in ("uniform", "loguniform", "int"):
             if self.low is None or self.high is None:
-                raise StudyError(path, f"a {self.type} range needs 'low' and 'high'", "set both bounds")
+                raise StudyError("", f"a {self.type} range needs 'low' and 'high'", "set both bounds")
             if self.low > self.high:
-                raise StudyError(path, f"low {self.low} > high {self.high}", "swap the bounds")
+                raise StudyError("", f"low {self.low} > high {self.high}", "swap the bounds")
             if self.type == "loguniform" and self.low <= 0:
-                raise StudyError(path, "a loguniform range needs low > 0", "use a positive lower bound")
+                raise StudyError("", "a loguniform range needs low > 0", "use a positive lower bound")
         for method, changes in self.per_method.items():
             unknown = set(changes) - {"values", "low", "high", "value"}
             if unknown:
-                raise StudyError(f"{path}.per_method.{method}", f"cannot change {', '.join(sorted(unknown))} per method", "change values, low, high or value")
-            parse(Param, {**dataclasses.asdict(self), "per_method": {}, **changes}, f"{path}.per_method.{method}")
+                raise StudyError(f"per_method.{method}", f"cannot change {', '.join(sorted(unknown))} per method", "change values, low, high or value")
+            parse(Param, {**dataclasses.asdict(self), "per_method": {}, **changes}, f"per_method.{method}")
 
     def for_method(self, method: str) -> "Param":
         """This param as ``method`` samples it (its ``per_method`` changes applied)."""

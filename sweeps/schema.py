@@ -1,6 +1,6 @@
 """The study file's JSON Schema and its reference page, generated from the typed specs.
 
-The study is a tree of dataclasses (``sweeps.study.Study``, ``core.specs``); pydantic turns their
+The study is a tree of pydantic dataclasses (``sweeps.study.Study``, ``core.specs``); pydantic turns their
 types into a JSON Schema, and each field's help is the comment the spec already carries beside
 or above it, so nothing is written twice. Editors read the schema (every shipped study starts with
 ``# yaml-language-server: $schema=../study.schema.json``) to complete and check keys; the
@@ -121,7 +121,6 @@ def study_schema() -> dict[str, Any]:
                     props[f.name]["default"] = value
         schema["properties"] = props
         schema["required"] = [k for k in schema.get("required", []) if k in init]
-        schema["additionalProperties"] = False  # a typo'd key is an error, as in the loader
         doc = inspect.getdoc(cls) or ""
         if doc and not doc.startswith(f"{name}("):
             schema["description"] = doc.split("\n\n", 1)[0].replace("\n", " ")

@@ -18,7 +18,7 @@ import yaml
 
 from core import hparams
 from core.errors import StudyError
-from core.schema import parse
+from core.schema import Listed, Spec, parse, spec
 from core.specs import (
     DataSpec,
     FinalSpec,
@@ -42,8 +42,8 @@ STUDIES_DIR = Path(__file__).parent / "studies"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 
-@dataclasses.dataclass
-class Study:
+@spec
+class Study(Spec):
     """The top level of a study file: what to tune (model, task, data, methods), how to search,
     how each trial trains, where it runs and where it is recorded."""
 
@@ -51,7 +51,7 @@ class Study:
     model: str  # hub id, local folder, or packaged:<name>
     task: str  # single_label | multi_label | sentence_pair | extractive_qa | extractive_qa_v2 | instruction
     data: DataSpec  # where the rows come from and which columns hold what
-    methods: list[str]  # lora | qlora | ia3 | full | head (baselines): each trial uses one; compared in one study
+    methods: Listed[str]  # lora | qlora | ia3 | full | head (baselines): each trial uses one; compared in one study
     search_space: SpaceRef = dataclasses.field(default_factory=lambda: SpaceRef("defaults"))  # a named space (search_spaces/NAME.yaml) and overrides; default: defaults
     description: str = ""  # one line: what the study is for
     search: SearchSpec = dataclasses.field(default_factory=SearchSpec)  # how trials are picked (grid, random, Optuna TPE) and ranked
@@ -63,7 +63,7 @@ class Study:
     storage_path: Optional[str] = None  # Ray Tune storage (path or s3://...); default $SWEEPS_STORAGE_PATH, else ./ray_results
     space: Optional[SearchSpace] = dataclasses.field(default=None, init=False, repr=False)
 
-    def validate(self, path: str) -> None:
+    def check(self) -> None:
         task = TASKS.get(self.task, "task")
         if not self.methods:
             raise StudyError("methods", "no methods", f"list one or more of {', '.join(METHODS)}")

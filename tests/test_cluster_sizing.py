@@ -42,6 +42,7 @@ def test_trials_wait_longer_only_where_the_autoscaler_can_add_a_node_that_fits()
 
 def test_trials_train_in_their_own_tune_actor_only_where_that_costs_nothing():
     from core.errors import StudyError
+    from core.schema import parse
     from sweeps.tuning.cluster import in_process, trial_resources
 
     one = ResourcesSpec(cpus_per_worker=2, gpus_per_worker=0.25)
@@ -60,7 +61,7 @@ def test_trials_train_in_their_own_tune_actor_only_where_that_costs_nothing():
     assert trial_resources(decided) == {"memory": 512 * 2**20, "CPU": 2, "GPU": 0.25}
 
     try:
-        ResourcesSpec(workers=2, in_process=True).validate("resources")
+        parse(ResourcesSpec, {"workers": 2, "in_process": True}, "resources")
     except StudyError as exc:
         assert exc.field == "resources.in_process" and "workers: 1" in str(exc)
     else:
