@@ -67,7 +67,9 @@ def local_ray():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False, runtime_env=SHARED_RAY_ENV)
+        # address=local: a new cluster of this process's own, never one already running on the
+        # machine (a developer's `ray start`, another pytest worker's: ray.init() would join it)
+        ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=False, runtime_env=SHARED_RAY_ENV)
     return ray
 
 

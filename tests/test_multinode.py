@@ -156,7 +156,7 @@ def test_a_lost_worker_node_costs_only_the_progress_since_the_last_checkpoint(cl
         deadline = time.time() + 300
         while time.time() < deadline:
             if reported_once(workdir, "lost"):
-                (actor,) = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+                (actor,) = list_actors(address=c.address, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
                 node = next(n for n in workers if n.node_id == actor.node_id)
                 c.remove_node(node, allow_graceful=False)
                 lost.append(node.node_id)

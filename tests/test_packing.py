@@ -257,7 +257,7 @@ def one_fake_gpu():
     import ray
 
     ray.shutdown()  # the run's shared cluster has no GPU
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=True, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=True, log_to_driver=False)
     yield ray
     ray.shutdown()
 
