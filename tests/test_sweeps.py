@@ -40,7 +40,11 @@ def test_asha_with_more_trials_than_slots_finishes_and_frees_cpus(ray_cluster, w
     )
     study["data"]["rows"] = 200
     study["search_space"]["overrides"]["learning_rate"] = [0.01, 1e-9, 2e-9]
+    before = trial_actors(ray_cluster)
     assert main([write_study(workdir, study)]) == 0
+    # in their own Tune actors (one node: resources.in_process), the stopped trials' actor is
+    # handed to the next trial (reuse_actors): one process, imports paid once, for all three
+    assert len(trial_actors(ray_cluster) - before) == 1, "one Tune actor ran the three trials"
     client, runs = mlflow_runs(workdir, "unit")
     kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     by_lr = {float(r.data.params["learning_rate"]): r for r in kids}
@@ -50,6 +54,14 @@ def test_asha_with_more_trials_than_slots_finishes_and_frees_cpus(ray_cluster, w
     for run in stopped:  # stopped at a rung: fewer eval points than the 4 planned
         assert len(client.get_metric_history(run.info.run_id, "eval_loss")) < 4
     assert wait_all_cpus_free(ray_cluster), ray_cluster.available_resources()
+
+
+def trial_actors(ray) -> set[str]:
+    """Ids of every Tune trial actor (alive or not) the shared cluster has started so far."""
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=ray.get_runtime_context().gcs_address, limit=10_000, raise_on_missing_output=False)
+    return {a.actor_id for a in actors if a.class_name.rsplit(".", 1)[-1] == "ImplicitFunc"}
 
 
 @pytest.fixture
@@ -180,22 +192,27 @@ def test_extend_bad_input_is_one_line_and_writes_nothing(workdir, minilm_path, c
 
 
 def test_a_sampled_search_runs_each_point_of_a_finite_space_once_then_extend_says_it_is_spent(ray_cluster, workdir, tiny_llama, capsys):
-    """Optuna on a 2-point space with num_samples 4, through real Tune and MLflow: two trials,
-    one per point (the trial count is the space's points), and a later
-    ``--extend`` refuses in one line, writing nothing, instead of running nothing."""
-    study = base_study(tiny_llama, search={"algorithm": "optuna", "num_samples": 4, "metric": "f1_macro", "mode": "max", "seed": 0})
-    study["search_space"]["overrides"]["learning_rate"] = [3e-3, 1e-2]
+    """Optuna on a 4-point space with num_samples 6, through real Tune and MLflow: four trials,
+    one per point (the trial count is the space's points), two at a time, so Tune hands each
+    finished trial's actor to the next (FIFO): every trial lands in MLflow exactly once, as its
+    own child run, under the name of its Tune folder. A later ``--extend`` refuses in one line,
+    writing nothing, instead of running nothing. (bench/thousand_trials.py: the same at 1,000.)"""
+    study = base_study(tiny_llama, search={"algorithm": "optuna", "num_samples": 6, "max_concurrent_trials": 2, "metric": "f1_macro", "mode": "max", "seed": 0})
+    study["search_space"]["overrides"]["learning_rate"] = [3e-3, 5e-3, 1e-2, 2e-2]
     path = write_study(workdir, study)
     assert main([path]) == 0
     client, runs = mlflow_runs(workdir, "unit")
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert sorted(float(r.data.params["learning_rate"]) for r in kids) == [3e-3, 1e-2]
-    assert parent.data.metrics["trials_trials"] == 2 and parent.info.status == "FINISHED"
+    assert sorted(float(r.data.params["learning_rate"]) for r in kids) == [3e-3, 5e-3, 1e-2, 2e-2]
+    assert parent.data.metrics["trials_trials"] == 4 and parent.info.status == "FINISHED"
+    folders = {p.name for p in (workdir / "ray_results").glob("unit-*/run_trial_*")}
+    assert sorted(r.data.tags["trial_name"] for r in kids) == sorted(folders) and len(folders) == 4, "each trial once, none lost"
+    assert all(r.info.status == "FINISHED" and "f1_macro" in r.data.metrics for r in kids)
     capsys.readouterr()
     assert main([path, "--extend", "1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: --extend: every one of the space's 2 points has run already"), err
+    assert len(err.splitlines()) == 1 and err.startswith("error: --extend: every one of the space's 4 points has run already"), err
     _, after = mlflow_runs(workdir, "unit")
     assert len(after) == len(runs) and client.get_run(parent.info.run_id).data.tags.get("extended") is None
 

@@ -116,7 +116,7 @@ def build_tuner(study: Study, data_ref: Any, plan: StepPlan, max_concurrent: int
             num_samples=num_samples,
             max_concurrent_trials=max_concurrent,
             trial_dirname_creator=trial_dirname,
-            reuse_actors=reuses_actors(scheduler),
+            reuse_actors=reuses_actors(scheduler, study.resources.in_process is True),
         ),
         run_config=tune.RunConfig(
             name=run_name,
