@@ -46,6 +46,16 @@ def confusion_png(matrix_csv: Path, out: Path, title: str) -> Path:
     return out
 
 
+def confusion_png_bytes(matrix_csv: str, title: str) -> bytes:
+    """``confusion_png`` of a matrix given as CSV text, as PNG bytes (what the MLflow logger's
+    drawing process returns: sweeps.tracking.artifacts.Pictures)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "matrix.csv").write_text(matrix_csv)
+        return confusion_png(Path(tmp) / "matrix.csv", Path(tmp) / "matrix.png", title).read_bytes()
+
+
 def optuna_pngs(study: Any, folder: Path) -> dict[str, str]:
     """Optuna's own plots of a study (optimization history, parameter importance, parallel
     coordinates, slice) as PNGs in ``folder``. Returns {file name: why it is missing} for the

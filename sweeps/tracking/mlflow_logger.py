@@ -22,7 +22,7 @@ from ray.tune.utils import flatten_dict
 
 from core import outcomes
 from sweeps.tracking import TrackerContext
-from sweeps.tracking.artifacts import BestCheckpoints, log_best
+from sweeps.tracking.artifacts import BestCheckpoints, Pictures, log_best
 from sweeps.tracking.runs import find_trial_run
 from trainables.training.failures import ERROR_KEY, KIND_KEY
 
@@ -57,6 +57,7 @@ class TrialRunLogger(MLflowLoggerCallback):
         self._finished_before: set[Any] = set()
         self._checkpoints = BestCheckpoints(metric, mode)
         self._storage = storage  # Ray storage root: checkpoint paths are paths in its filesystem
+        self._pictures = Pictures(uri)  # each trial's confusion-matrix PNG, drawn off Tune's event loop
 
     def log_trial_start(self, trial: Any) -> None:
         if trial not in self._trial_runs:
@@ -126,12 +127,17 @@ class TrialRunLogger(MLflowLoggerCallback):
                 self._log_best_checkpoint(client, trial, run_id)
         super().log_trial_end(trial, failed=failed)
 
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """The stage ends only once every trial's picture is in its run."""
+        self._pictures.wait()
+        super().on_experiment_end(trials, **info)
+
     def _log_best_checkpoint(self, client: MlflowClient, trial: Any, run_id: str) -> None:
         """Adapter + validation report of the trial's best checkpoint. A failure here (storage
         unreachable) is recorded on the run, never fails the study: the metrics are in."""
         title = f"{trial} ({trial.config.get('method', '')})"
         try:
-            if log_best(client, run_id, self._checkpoints.ranked(str(trial)), title, self._storage) is None:
+            if log_best(client, run_id, self._checkpoints.ranked(str(trial)), title, self._storage, self._pictures) is None:
                 client.set_tag(run_id, "artifacts_error", "no checkpoint found in Ray storage")
         except Exception as exc:
             client.set_tag(run_id, "artifacts_error", f"{type(exc).__name__}: {exc}"[:500])
