@@ -19,8 +19,9 @@ Measured:
   with the sweep's fixed start (Ray, data, floors) and end (report) spread over the trials, and
   the same within the trials' window (first trial's start to last trial's end) without them,
   and per tenth of the study (does the driver's cost per trial grow with the trials behind it?);
-- the driver process's resident memory, sampled every second: after the first 10% of the
-  trials, at the end, and its growth per 100 trials (flat = a few MiB);
+- the driver process's resident memory, sampled every second: a tenth into the trials' window,
+  at the last trial's end (its growth per 100 trials between the two: flat = a few MiB), and
+  at the very end, after the study read every trial back for its summary and report;
 - MLflow: one parent run, one child run per trial, each with its trial name once and its
   metric; ``sweeps.report``'s wall time on the finished study.
 
@@ -162,10 +163,15 @@ def main() -> int:
     report_s = time.time() - t
 
     samples = sampler.samples
-    tenth = started + wall * 0.1
-    early = next(m for ts, m in samples if ts >= tenth)
+    # memory while trials run: from a tenth into the trials' window to the last trial's end
+    # (the study's end then reads every trial back for its summary and report)
+    first_start = min(r.info.start_time for r in kids) / 1000
+    last_end = max(r.info.end_time for r in kids if r.info.end_time) / 1000
+    at = first_start + 0.1 * (last_end - first_start)
+    early = next(m for ts, m in samples if ts >= at)
+    late = [m for ts, m in samples if ts <= last_end][-1]
     end = samples[-1][1]
-    growth_per_100 = (end - early) / (0.9 * args.trials) * 100
+    growth_per_100 = (late - early) / (0.9 * args.trials) * 100
     out = {
         "trials": args.trials, "concurrency": args.concurrency, "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "wall_s": round(wall, 1), "wall_per_trial_s": round(wall / args.trials, 3),
@@ -174,7 +180,8 @@ def main() -> int:
         "mlflow": {"parents": len(parents), "children": len(kids), "distinct_trial_names": len(set(names)), "children_without_metric": missing_metric,
                    "parent_trials_completed": parents[0].data.metrics.get("trials_completed") if parents else None},
         "report_s": round(report_s, 1),
-        "driver_rss_mib": {"at_10pct": round(early, 1), "end": round(end, 1), "max": round(max(m for _, m in samples), 1), "growth_per_100_trials": round(growth_per_100, 2)},
+        "driver_rss_mib": {"at_10pct_of_trials": round(early, 1), "at_last_trial_end": round(late, 1), "end": round(end, 1), "max": round(max(m for _, m in samples), 1),
+                           "growth_per_100_trials": round(growth_per_100, 2)},
         "folder": str(work),
     }
     print(json.dumps(out, indent=1))
