@@ -21,7 +21,7 @@ import types
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import pydantic
-from pydantic import BeforeValidator, ConfigDict, Strict, TypeAdapter, ValidationError, model_validator
+from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError, model_validator
 
 from core.errors import StudyError
 
@@ -32,10 +32,9 @@ def _as_list(value: Any) -> Any:
     return value if value is None or isinstance(value, (list, tuple)) else [value]
 
 
-# A list that also takes a single value (``methods: lora``).
+# A list that also takes a single value (``methods: lora``). Booleans are pydantic's StrictBool
+# (its lax mode would read 1 or "yes" as true).
 Listed = Annotated[list[T], BeforeValidator(_as_list)]
-# A true/false that takes nothing else (pydantic's lax mode would read 1 or "yes" as true).
-Flag = Annotated[bool, Strict()]
 
 
 def _no_bool(value: Any) -> Any:
@@ -209,4 +208,4 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["Spec", "spec", "parse", "study_error", "to_dict", "Listed", "Flag", "Int", "Float"]
+__all__ = ["Spec", "spec", "parse", "study_error", "to_dict", "Listed", "Int", "Float"]

@@ -15,9 +15,8 @@ import math
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import StrictBool
-
 import yaml
+from pydantic import StrictBool
 
 from core.errors import StudyError
 from core.schema import Float, Listed, Spec, parse, spec
