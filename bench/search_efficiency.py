@@ -19,9 +19,10 @@ random search over the same points costs.
 
 ``--data real`` runs the same space on real tweets (``../shared/data/emotion``: 1,600 training,
 400 validation rows, 100 steps per trial) instead of the demo's generated data, where far fewer
-points come near the best.
+points come near the best; ``--data tweeteval`` on TweetEval's emotion tweets
+(``../shared/data/tweet_eval_emotion``, 1,600 training and its 374 validation rows, 100 steps).
 
-    .venv/bin/python bench/search_efficiency.py [--data generated|real] [--seeds 0 1 2] [--json out.json]   # ~20 min on 2 CPUs
+    .venv/bin/python bench/search_efficiency.py [--data generated|real|tweeteval] [--seeds 0 1 2] [--json out.json]   # ~20 min on 2 CPUs
     .venv/bin/python bench/search_efficiency.py --from-json bench/results/search_efficiency.json             # the table again, from a run's raw numbers
     .venv/bin/python bench/search_efficiency.py --data real --grid-from OUT.json --json OUT2.json            # new TPE runs against an earlier run's grid
 """
@@ -48,7 +49,16 @@ REAL_DATA = [
     "max_train_rows: 1600, max_eval_rows: 400}",
     "training.epochs=2", "training.max_length=48", "training.evals_per_epoch=3",  # 100 steps, 6 eval points (ASHA rungs)
 ]
-DATA = {"generated": [], "real": REAL_DATA}  # --data: overrides of the study
+# --data tweeteval: the same on TweetEval emotion (../shared/data/tweet_eval_emotion: 4 classes, other
+# tweets and labels than dair-ai's), sliced and scheduled as --data real: a second table for the replays
+TWEETEVAL = "../shared/data/tweet_eval_emotion"
+TWEETEVAL_DATA = [
+    f"data={{source: local, format: lines, files: {{train: {TWEETEVAL}/train_text.txt, validation: {TWEETEVAL}/val_text.txt}}, "
+    f"label_files: {{train: {TWEETEVAL}/train_labels.txt, validation: {TWEETEVAL}/val_labels.txt}}, "
+    "label_names: [anger, joy, optimism, sadness], splits: {train: train, validation: validation}, max_train_rows: 1600, max_eval_rows: 400}",
+    *REAL_DATA[1:],
+]
+DATA = {"generated": [], "real": REAL_DATA, "tweeteval": TWEETEVAL_DATA}  # --data: overrides of the study
 
 
 def run(name: str, overrides: list[str], workdir: Path) -> list[dict[str, Any]]:
@@ -124,7 +134,7 @@ def report(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="TPE+ASHA runs, one per seed (none: the grid only)")
-    p.add_argument("--data", choices=list(DATA), default="generated", help="the demo's generated emotion data, or real tweets")
+    p.add_argument("--data", choices=list(DATA), default="generated", help="the demo's generated emotion data, or real tweets (dair-ai emotion, TweetEval emotion)")
     p.add_argument("--from-json", help="print the table from an earlier run's --json file instead of running")
     p.add_argument("--grid-from", help="take the grid's trials from an earlier run's --json file (same --data) instead of running it again")
     p.add_argument("--json", help="also write the raw numbers here")

@@ -84,11 +84,11 @@ def load_table(grid_json: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return saved, trials
 
 
-def study_for(data: str, algorithm: str, seed: int) -> Any:
+def study_for(data: str, algorithm: str, seed: int, scheduler: str = "asha") -> Any:
     from sweeps.study import load_study
 
     overrides = [SPACE, "final=null", *DATA[data], f"search.algorithm={algorithm}",
-                 f"search.num_samples={NUM_SAMPLES}", f"search.seed={seed}", "scheduler.name=asha"]
+                 f"search.num_samples={NUM_SAMPLES}", f"search.seed={seed}", f"scheduler.name={scheduler}"]
     return load_study("emotion_demo", overrides)
 
 
@@ -153,7 +153,16 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def summarize(name: str, runs: list[list[dict[str, Any]]], target: float, full_steps: int) -> dict[str, Any]:
+def cut_short(trials: list[dict[str, Any]], table_best: dict[str, float], names: list[str], target: float) -> int:
+    """Trials the scheduler stopped whose point, run to its end, reaches ``target`` (the grid's
+    best within 1%), while the search itself never got there: a winner judged by its first steps."""
+    full = max(t["steps"] for t in trials)
+    if max(t["best"] for t in trials) >= target:
+        return 0
+    return sum(t["steps"] < full and table_best[point_key(t["config"], names)] >= target for t in trials)
+
+
+def summarize(name: str, runs: list[list[dict[str, Any]]], target: float, full_steps: int, table_best: dict[str, float], names: list[str]) -> dict[str, Any]:
     reached = [compute_to_reach(trials, target) for trials in runs]
     hits = [r for r in reached if r is not None]
     low, high = wilson(len(hits), len(runs))
@@ -168,10 +177,12 @@ def summarize(name: str, runs: list[list[dict[str, Any]]], target: float, full_s
         "mean_all_steps": statistics.fmean(all_steps),
         "mean_repeats": statistics.fmean(repeats),
         "best_mean": statistics.fmean(max(t["best"] for t in trials) for trials in runs),
+        # seeds that missed the target although they had run a point that reaches it, stopped early
+        "missed_by_early_stop": sum(cut_short(trials, table_best, names, target) > 0 for trials in runs),
     }
     hit = "-" if not hits else f"{row['median_steps_to_hit']:.0f} ({row['median_trials_to_hit']:.0f} trials)"
     print(f"| {name} | {row['seeds']} | **{row['hit_rate']:.0%}** ({low:.0%}-{high:.0%}) | {hit} | {row['mean_all_steps']:.0f} ({row['mean_all_steps'] / full_steps:.2f}) | "
-          f"{row['mean_repeats']:.2f} | {row['best_mean']:.4f} |", flush=True)
+          f"{row['mean_repeats']:.2f} | {row['best_mean']:.4f} | {row['missed_by_early_stop']} |", flush=True)
     return row
 
 
@@ -205,18 +216,29 @@ def compact(runs: dict[str, list[list[dict[str, Any]]]], keys: list[str], names:
 class Search:
     algorithm: str  # search.algorithm
     repeats: bool = False  # without the no-repeat rule
+    scheduler: str = "asha"  # scheduler.name
 
 
 SEARCHES: dict[str, Search] = {
     "tpe+asha": Search("optuna"),
     "tpe+asha, repeats allowed": Search("optuna", repeats=True),
     "random+asha": Search("random"),
+    "tpe+asha per method": Search("optuna", scheduler="asha_per_method"),
+    "random+asha per method": Search("random", scheduler="asha_per_method"),
 }
+
+
+def expand(saved: dict[str, Any]) -> dict[str, list[list[dict[str, Any]]]]:
+    """The trials of a ``--json`` output again (``compact`` undone), for ``--from-json``."""
+    keys = saved["points"]
+    return {name: [[{"config": json.loads(keys[i]), "steps": steps, "best": best, "seconds": 0.0} for i, steps, best in trials] for trials in seeds]
+            for name, seeds in saved["runs"].items()}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--grid", required=True, help="a search_efficiency.py --json file whose grid has learning curves")
+    p.add_argument("--from-json", help="print the table of an earlier --json output (replayed on this --grid) instead of replaying")
     p.add_argument("--seeds", type=int, default=30, help="seeds 0..N-1 per search")
     p.add_argument("--searches", nargs="+", default=list(SEARCHES), choices=list(SEARCHES))
     p.add_argument("--time-scale", type=float, default=0.02, help="sleep this fraction of each recorded eval interval")
@@ -229,8 +251,6 @@ def main() -> int:
         p.error(f"--time-scale {args.time_scale}: give 0 or more")
     if args.real:
         read_run("--real", args.real)  # checked before the replay, not after it
-
-    import ray
 
     saved, points = load_table(args.grid)
     data = saved.get("data", "generated")
@@ -246,6 +266,12 @@ def main() -> int:
     exact = grid_random_order_exact(points, target, NUM_SAMPLES)
     hits = sum(t["best"] >= target for t in points)
     print(f"table: {len(points)} points ({data} data), best macro F1 {grid_best:.4f}, {hits} within 1%; full grid {full_steps} steps")
+    if args.from_json:
+        earlier = json.loads(Path(args.from_json).read_text())
+        if earlier.get("points") != keys:
+            raise SystemExit(f"bench: --from-json {args.from_json} was not replayed on --grid {args.grid}: give the grid it names ({earlier.get('grid')})")
+        print_table(expand(earlier), target, full_steps, exact, grid_best, keys, points, names)
+        return 0
 
     from core.errors import StudyError
 
@@ -253,6 +279,8 @@ def main() -> int:
         study_for(data, SEARCHES[args.searches[0]].algorithm, 0)
     except StudyError as e:
         raise SystemExit(f"bench: {e} (run it from the repository root)")
+
+    import ray
 
     ray.init(num_cpus=CONCURRENCY, include_dashboard=False, log_to_driver=False)
     runs: dict[str, list[list[dict[str, Any]]]] = {}
@@ -262,17 +290,13 @@ def main() -> int:
             search = SEARCHES[name]
             runs[name] = []
             for seed in range(args.seeds):
-                study = study_for(data, search.algorithm, seed)
+                study = study_for(data, search.algorithm, seed, search.scheduler)
                 workdir = Path(tmp) / f"{len(runs)}-{seed}"
                 runs[name].append(run_search(study, table, names, eval_points, args.time_scale, search, workdir))
     ray.shutdown()
 
     print(f"\n{args.seeds} seeds per search, {NUM_SAMPLES} trials each, {CONCURRENCY} at a time; replayed in {time.time() - started:.0f} s")
-    print("| search | seeds | within 1% of the grid's best (95% interval) | median steps to it (hits only) | mean all steps (vs grid) | mean repeats | mean best |\n|---|---|---|---|---|---|---|")
-    summary = {name: summarize(name, r, target, full_steps) for name, r in runs.items()}
-    print(f"| grid in a random order, {NUM_SAMPLES} points (exact) | - | **{exact['hit_rate']:.0%}** | {exact['steps_to_hit']:.0f} "
-          f"({exact['trials_to_hit']:.1f} trials, whole grid) | {exact['all_steps']:.0f} ({exact['all_steps'] / full_steps:.2f}) | 0 | - |")
-    print(f"| full grid | 1 | 100% | - | {full_steps} (1.00) | 0 | {grid_best:.4f} |")
+    summary = print_table(runs, target, full_steps, exact, grid_best, keys, points, names)
     checks = fidelity(runs["tpe+asha"], args.real) if args.real and "tpe+asha" in runs else []
     for line in checks:
         print(line)
@@ -280,6 +304,19 @@ def main() -> int:
         Path(args.json).write_text(json.dumps({"grid": args.grid, "fidelity": checks, "data": data, "target": target, "time_scale": args.time_scale,
                                                "summary": summary, "grid_random_order": exact, "points": keys, "runs": compact(runs, keys, names)}, separators=(",", ":")))
     return 0
+
+
+def print_table(runs: dict[str, list[list[dict[str, Any]]]], target: float, full_steps: int, exact: dict[str, float],
+                grid_best: float, keys: list[str], points: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """The markdown table of every search's seeds, against the grid in a random order and the full grid."""
+    print("| search | seeds | within 1% of the grid's best (95% interval) | median steps to it (hits only) | mean all steps (vs grid) | mean repeats | mean best "
+          "| seeds that missed it with a trial of it stopped early |\n|---|---|---|---|---|---|---|---|")
+    table_best = {k: t["best"] for k, t in zip(keys, points)}
+    summary = {name: summarize(name, r, target, full_steps, table_best, names) for name, r in runs.items()}
+    print(f"| grid in a random order, {NUM_SAMPLES} points (exact) | - | **{exact['hit_rate']:.0%}** | {exact['steps_to_hit']:.0f} "
+          f"({exact['trials_to_hit']:.1f} trials, whole grid) | {exact['all_steps']:.0f} ({exact['all_steps'] / full_steps:.2f}) | 0 | - | 0 |")
+    print(f"| full grid | 1 | 100% | - | {full_steps} (1.00) | 0 | {grid_best:.4f} | 0 |")
+    return summary
 
 
 if __name__ == "__main__":

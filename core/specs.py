@@ -134,7 +134,10 @@ class SearchSpec(Spec):
 class SchedulerSpec(Spec):
     """Early stopping: which trials Ray Tune stops at an eval point (ASHA) or none."""
 
-    name: str = "asha"  # asha (stop weak trials early) | none (every trial to its end): sweeps.tuning.schedulers
+    # asha: stop weak trials early | asha_per_method: the same, each trial ranked only against
+    # trials of its own method (methods that learn slower early are not cut for it) |
+    # none: every trial to its end (sweeps.tuning.schedulers)
+    name: str = "asha"
     grace_period: Int = 1  # eval points a trial always gets before it can be stopped
     reduction_factor: Int = 2  # keep the top 1/reduction_factor at each rung
 

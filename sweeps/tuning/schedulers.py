@@ -1,12 +1,16 @@
 """Trial schedulers: run everything to the end, or let ASHA stop the weak trials early.
 
 ASHA counts eval points (one Tune ``training_iteration`` per evaluation), so its rungs
-are comparable across trials whatever their batch size.
+are comparable across trials whatever their batch size. ``asha_per_method`` compares a trial at
+a rung only with trials of its own method: methods learn at different speeds (IA3 and full
+fine-tuning start slower or faster than LoRA), so one shared rung judges a method by its first
+steps rather than by where it ends (bench/RESULTS.md, "Early stopping per method").
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, Optional
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
@@ -29,6 +33,56 @@ def asha(spec: Any, eval_points: int) -> TrialScheduler:
     )
 
 
+class PerGroupScheduler(FIFOScheduler):
+    """One scheduler per value of a trial's ``config[key]`` (a study's ``method``), each seeing
+    only its own group's trials: ASHA's rungs then rank LoRA against LoRA, IA3 against IA3.
+    Trials are started first come, first served, as ASHA's own are."""
+
+    def __init__(self, make: Callable[[], TrialScheduler], key: str = "method") -> None:
+        super().__init__()
+        self._make = make
+        self._key = key
+        self._groups: dict[str, TrialScheduler] = {}
+        self._properties: Optional[tuple[Optional[str], Optional[str], dict[str, Any]]] = None
+
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec: Any) -> bool:
+        self._properties = (metric, mode, spec)
+        self._metric = metric
+        return all(s.set_search_properties(metric, mode, **spec) for s in self._groups.values())
+
+    def _of(self, trial: Any) -> TrialScheduler:
+        group = str(trial.config.get(self._key))
+        if group not in self._groups:
+            scheduler = self._make()
+            if self._properties is not None:
+                metric, mode, spec = self._properties
+                scheduler.set_search_properties(metric, mode, **spec)
+            self._groups[group] = scheduler
+        return self._groups[group]
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        return self._of(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        self._of(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_error(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return "\n".join(f"{self._key}={g}: {s.debug_string()}" for g, s in sorted(self._groups.items())) or f"per-{self._key} scheduler: no trials yet"
+
+
+def asha_per_method(spec: Any, eval_points: int) -> TrialScheduler:
+    return PerGroupScheduler(functools.partial(asha, spec, eval_points), key="method")
+
+
 def reuses_actors(scheduler: TrialScheduler, in_process: bool) -> bool:
     """Whether Tune may hand a finished trial's actor to the next trial (its process start and
     imports, ~2.3 s of wall and ~6 s of CPU, paid once per slot: bench/trial_startup.py).
@@ -45,3 +99,4 @@ def reuses_actors(scheduler: TrialScheduler, in_process: bool) -> bool:
 
 SCHEDULERS.register("none", fifo)
 SCHEDULERS.register("asha", asha)
+SCHEDULERS.register("asha_per_method", asha_per_method)
