@@ -94,7 +94,9 @@ def study_for(data: str, algorithm: str, seed: int, scheduler: str = "asha") -> 
 
 def searcher_for(study: Any, search: "Search") -> Any:
     """The searcher ``build_tuner`` makes for ``study``; ``search.repeats`` drops the no-repeat
-    rule (as Ray's plain ``OptunaSearch``: the space treated as endless, so a repeated point runs)."""
+    rule (as Ray's plain ``OptunaSearch``: the space treated as endless, so a repeated point runs);
+    ``search.name_per_method`` gives each method's params Optuna names of their own (a candidate,
+    measured here before the searchers take it: ``NamePerMethod``)."""
     from sweeps.tuning.searchers import SEARCHERS
 
     s = study.search
@@ -102,7 +104,44 @@ def searcher_for(study: Any, search: "Search") -> Any:
                                            num_samples=s.num_samples, grid_repeats=s.grid_repeats, first_points=s.first_points)
     if search.repeats:
         searcher._grid = None
+    if search.name_per_method:
+        searcher.__class__ = name_per_method_class()
+        searcher._space = PerMethodNames(study.space, study.methods)
+        searcher._grid = [{(k if k == "method" else f"{k}|{p['method']}"): v for k, v in p.items()} for p in searcher._grid or []] or None
     return searcher
+
+
+class PerMethodNames:
+    """The study's define-by-run space with every param named per method (``learning_rate|ia3``,
+    as Optuna's conditional examples name each branch's params): TPE then models IA3's learning
+    rate apart from LoRA's, instead of pooling evidence from rates that suit other methods."""
+
+    def __init__(self, space: Any, methods: list[str]) -> None:
+        self.space, self.methods = space, list(methods)
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        from sweeps.tuning.searchers import _suggest
+
+        method = trial.suggest_categorical("method", self.methods)
+        constants = {}
+        for name, p in self.space.params_for(method).items():
+            if p.type == "fixed":
+                constants[name] = p.value
+            else:
+                _suggest(trial, f"{name}|{method}", p)
+        return constants
+
+
+def name_per_method_class() -> type:
+    """``DistinctOptunaSearch`` whose configs carry the params' plain names again."""
+    from sweeps.tuning.searchers import DistinctOptunaSearch
+
+    class NamePerMethod(DistinctOptunaSearch):
+        def suggest(self, trial_id: str) -> Any:
+            config = super().suggest(trial_id)
+            return {k.split("|")[0]: v for k, v in config.items()} if isinstance(config, dict) else config
+
+    return NamePerMethod
 
 
 def run_search(study: Any, table: dict[str, Any], names: list[str], eval_points: int, time_scale: float, search: "Search", workdir: Path) -> list[dict[str, Any]]:
@@ -217,6 +256,7 @@ class Search:
     algorithm: str  # search.algorithm
     repeats: bool = False  # without the no-repeat rule
     scheduler: str = "asha"  # scheduler.name
+    name_per_method: bool = False  # each method's params under Optuna names of their own
 
 
 SEARCHES: dict[str, Search] = {
@@ -225,6 +265,8 @@ SEARCHES: dict[str, Search] = {
     "random+asha": Search("random"),
     "tpe+asha per method": Search("optuna", scheduler="asha_per_method"),
     "random+asha per method": Search("random", scheduler="asha_per_method"),
+    "tpe+asha, a name per method": Search("optuna", name_per_method=True),
+    "tpe+asha per method, a name per method": Search("optuna", scheduler="asha_per_method", name_per_method=True),
 }
 
 

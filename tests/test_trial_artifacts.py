@@ -9,7 +9,8 @@ from mlflow.tracking import MlflowClient
 
 from sweeps.reporting import error_analysis
 from sweeps.reporting.leaderboard import markdown
-from sweeps.tracking.artifacts import BestCheckpoints, log_best
+from sweeps.tracking import artifacts
+from sweeps.tracking.artifacts import BestCheckpoints, Pictures, log_best
 from trainables.evaluation import eval_files
 
 NAMES = ["anger", "joy", "sadness"]
@@ -36,19 +37,22 @@ def test_best_checkpoint_by_metric_and_mode_earlier_wins_ties():
 
 
 def test_log_best_reads_storage_uris_and_skips_deleted_checkpoints(tmp_path):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
     run = client.create_run(client.create_experiment("e", artifact_location=str(tmp_path / "art")))
     logits = np.array([[2.0, 0, 0], [0, 2.0, 0], [0, 2.0, 0], [0, 0, 2.0]])
     labels = np.array([0, 1, 0, 2])
     kept = checkpoint(tmp_path / "ckpt_2", logits, labels, base=np.zeros((4, 3)) + [0, 1, 0])
     gone = str(tmp_path / "ckpt_1")  # deleted by Train (num_to_keep=1)
     # Train reports paths without a scheme; the storage root says which filesystem they are on.
-    assert log_best(client, run.info.run_id, [gone, kept], "t", storage=f"file://{tmp_path}") == kept
+    pictures = Pictures(uri)
+    assert log_best(client, run.info.run_id, [gone, kept], "t", storage=f"file://{tmp_path}", pictures=pictures) == kept
+    pictures.wait()  # the confusion matrix's PNG is drawn in another process, logged when drawn
     files = {f.path for f in client.list_artifacts(run.info.run_id, "adapter")} | {f.path for f in client.list_artifacts(run.info.run_id, "eval")}
     assert files == {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "eval/predictions.csv",
                      "eval/per_class.csv", "eval/confusion_matrix.csv", "eval/confusion_matrix.png"}
     assert client.get_run(run.info.run_id).data.tags["best_checkpoint"] == kept
-    assert log_best(client, run.info.run_id, [gone], "t", storage=str(tmp_path)) is None
+    assert log_best(client, run.info.run_id, [gone], "t", storage=str(tmp_path), pictures=pictures) is None
 
 
 def test_log_best_falls_back_to_the_checkpoint_train_kept(tmp_path):
@@ -60,8 +64,39 @@ def test_log_best_falls_back_to_the_checkpoint_train_kept(tmp_path):
     kept = checkpoint(trial / "checkpoint_2026-11-23_07-59-25.136804", np.eye(3), np.arange(3))
     (trial / "checkpoint_manager_snapshot.json").write_text("{}")
     reported = str(trial / "checkpoint_2026-11-23_07-59-24.875262")
-    assert log_best(client, run.info.run_id, [reported], "t", storage=str(tmp_path)) == kept
+    assert log_best(client, run.info.run_id, [reported], "t", storage=str(tmp_path), pictures=Pictures(client.tracking_uri)) == kept
     assert {f.path for f in client.list_artifacts(run.info.run_id, "adapter")} == {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"}
+
+
+def test_a_drawing_process_that_died_is_replaced_and_later_pictures_are_logged(tmp_path):
+    """The driver's one drawing process is killed (out of memory, a signal): the picture it was
+    drawing is lost and tagged on its run, the study goes on, and the next trial's is drawn by a
+    new process."""
+    import os
+    import signal
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("e", artifact_location=str(tmp_path / "art"))
+    matrix = "label,anger,joy\nanger,3,1\njoy,0,4\n"
+    pictures = Pictures(uri)
+    first, second = client.create_run(exp).info.run_id, client.create_run(exp).info.run_id
+    pictures.confusion(first, matrix, "t")
+    pictures.wait()
+    pool = artifacts._drawing_process()
+    for process in list(pool._processes.values()):  # its one worker process, spawned by this one
+        os.kill(process.pid, signal.SIGKILL)
+        process.join(timeout=30)
+    pictures.confusion(second, matrix, "t")  # submitted to the dead pool, or to its replacement
+    pictures.wait()
+    third = client.create_run(exp).info.run_id
+    pictures.confusion(third, matrix, "t")
+    pictures.wait()
+    assert artifacts._drawing_process() is not pool
+    for run_id in (first, third):
+        assert {f.path for f in client.list_artifacts(run_id, "eval")} == {"eval/confusion_matrix.png"}
+    second_files = {f.path for f in client.list_artifacts(second, "eval")}
+    assert second_files == {"eval/confusion_matrix.png"} or "artifacts_error" in client.get_run(second).data.tags
 
 
 def test_eval_files_and_error_groups_agree_with_the_predictions(tmp_path):

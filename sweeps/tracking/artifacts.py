@@ -47,11 +47,11 @@ class BestCheckpoints:
         return [path for _, path in sorted(self._seen.get(trial, []), key=lambda e: outcomes.rank_key(e[0], False, self.mode))]
 
 
-def log_best(client: MlflowClient, run_id: str, candidates: list[str], title: str, storage: str, pictures: Optional["Pictures"] = None) -> Optional[str]:
+def log_best(client: MlflowClient, run_id: str, candidates: list[str], title: str, storage: str, pictures: "Pictures") -> Optional[str]:
     """Log the first existing checkpoint of ``candidates`` to ``run_id``; returns its path.
     ``storage``: the Ray storage root; on s3:// (or any URI) the paths Train reports carry no
-    scheme and are read through that storage's filesystem. ``pictures``: where the confusion
-    matrix's PNG is drawn (``Pictures``: another process, logged when drawn); none: here."""
+    scheme and are read through that storage's filesystem. ``pictures`` draws the confusion
+    matrix's PNG in another process and logs it when drawn (``Pictures.wait``: all logged)."""
     from pyarrow.fs import FileSystem
     from ray.train import Checkpoint
 
@@ -87,7 +87,7 @@ def _kept_by_train(reported: list[str], filesystem: Any) -> list[str]:
     return sorted(found - set(reported), reverse=True)  # Train names them checkpoint_<timestamp>
 
 
-def _log_folder(client: MlflowClient, run_id: str, folder: Path, title: str, pictures: Optional["Pictures"] = None) -> None:
+def _log_folder(client: MlflowClient, run_id: str, folder: Path, title: str, pictures: "Pictures") -> None:
     for name in ADAPTER_FILES:
         if (folder / name).is_file():
             client.log_artifact(run_id, str(folder / name), ADAPTER)
@@ -96,14 +96,7 @@ def _log_folder(client: MlflowClient, run_id: str, folder: Path, title: str, pic
         client.log_artifacts(run_id, str(report), eval_files.FOLDER)
         matrix = report / eval_files.CONFUSION
         if matrix.is_file():
-            if pictures is not None:
-                pictures.confusion(run_id, matrix.read_text(), title)
-                return
-            from sweeps.reporting.plots import confusion_png  # matplotlib: only when there is a matrix
-
-            with tempfile.TemporaryDirectory() as tmp:
-                png = confusion_png(matrix, Path(tmp) / CONFUSION_PNG, title)
-                client.log_artifact(run_id, str(png), eval_files.FOLDER)
+            pictures.confusion(run_id, matrix.read_text(), title)
 
 
 CONFUSION_PNG = "confusion_matrix.png"
@@ -112,12 +105,13 @@ CONFUSION_PNG = "confusion_matrix.png"
 _DRAWING: Optional[Any] = None
 
 
-def _drawing_process() -> Any:
+def _drawing_process(broken: Optional[Any] = None) -> Any:
     """One process per driver that draws every trial's picture (spawned on first use, kept for
     the driver's life): matplotlib holds the GIL for a whole drawing, so a thread would still
-    stall Tune's event loop."""
+    stall Tune's event loop. ``broken``: the pool whose process died (killed, out of memory),
+    which refuses all later work: a new one replaces it."""
     global _DRAWING
-    if _DRAWING is None:
+    if _DRAWING is None or _DRAWING is broken:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -145,9 +139,15 @@ class Pictures:
 
         from sweeps.reporting.plots import confusion_png_bytes  # what the drawing process imports
 
+        from concurrent.futures.process import BrokenProcessPool
+
         if self._logging is None:
             self._logging = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trial-pictures")
-        drawn = _drawing_process().submit(confusion_png_bytes, matrix_csv, title)
+        pool = _drawing_process()
+        try:
+            drawn = pool.submit(confusion_png_bytes, matrix_csv, title)
+        except BrokenProcessPool:  # its process died since the last picture: one lost picture at most
+            drawn = _drawing_process(broken=pool).submit(confusion_png_bytes, matrix_csv, title)
         self._pending.append(self._logging.submit(self._log, run_id, drawn))
 
     def _log(self, run_id: str, drawn: Any) -> None:
