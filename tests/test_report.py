@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -125,7 +126,7 @@ def test_the_searchs_cost_to_target_is_on_the_parent_in_the_console_and_in_the_r
     started = [r.info.start_time for r in sweep.search]
     assert m["to_target_trials"] == sum(s <= first for s in started) >= 1
     assert m["to_target_wall_s"] == pytest.approx((first - min(started)) / 1000)
-    spent = sum(r.data.metrics["cpu_hours"] for r in sweep.search)  # each search trial's last report: the search's total
+    spent = math.fsum(r.data.metrics["cpu_hours"] for r in sweep.search)  # each search trial's last report: the search's total
     assert 0 < m["to_target_cpu_hours"] <= spent and m["to_target_share"] == pytest.approx(m["to_target_cpu_hours"] / spent)
     assert "to_target_gpu_hours" not in m, "no trial held a GPU"
     line = f"cost to target: within 1% of the search's best f1_macro ({best:.4f}) after {int(m['to_target_trials'])} of 3 trials"

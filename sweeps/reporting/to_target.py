@@ -14,6 +14,7 @@ that point is not counted: a slight underestimate, never an overestimate).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Optional
 
 WITHIN = 0.01  # "within 1% of the best": relative to the best score's magnitude
@@ -68,8 +69,10 @@ def to_target(curves: list[Curve], mode: str, unit: str, within: float = WITHIN)
     best = max(scores) if mode == "max" else min(scores)
     goal = target(best, mode, within)
     when = min(t for c in curves for t, v, _ in c.points if v is not None and reached(v, goal, mode))
-    spent = sum(max((h for t, _, h in c.points if t <= when), default=0.0) for c in curves)
-    total = sum(max((h for _, _, h in c.points), default=0.0) for c in curves)
+    # fsum: exactly rounded, so the cost to target of a search that reached it in its last trial
+    # equals its total in every order the trials are summed in (a plain sum can differ by an ulp)
+    spent = math.fsum(max((h for t, _, h in c.points if t <= when), default=0.0) for c in curves)
+    total = math.fsum(max((h for _, _, h in c.points), default=0.0) for c in curves)
     first = min(c.started for c in curves)
     return ToTarget(best=best, target=goal, trials=sum(c.started <= when for c in curves), trials_total=len(curves),
                     hours=spent, hours_total=total, wall_s=max(0.0, when - first), unit=unit)
