@@ -17,7 +17,6 @@ run with early stopping may have sampled other configurations after the first st
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -45,7 +44,7 @@ def replay(name: str, spec: Any, eval_points: int, metric: str, mode: str, metho
 
     from sweeps.tuning.schedulers import SCHEDULERS
 
-    scheduler = SCHEDULERS[name](dataclasses.replace(spec, name=name), eval_points)
+    scheduler = SCHEDULERS[name](spec, eval_points)  # grace and reduction are the study's
     scheduler.set_search_properties(metric, mode)
     trials: dict[str, Any] = {}
     ran: dict[str, int] = {}

@@ -136,10 +136,9 @@ class Pictures:
 
     def confusion(self, run_id: str, matrix_csv: str, title: str) -> None:
         from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
 
         from sweeps.reporting.plots import confusion_png_bytes  # what the drawing process imports
-
-        from concurrent.futures.process import BrokenProcessPool
 
         if self._logging is None:
             self._logging = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trial-pictures")
