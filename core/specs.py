@@ -164,6 +164,11 @@ class TrainingSpec(Spec):
     # sets it when a whole batch would not fit one GPU.
     micro_batch_size: Optional[Int] = None
     max_length: Int = 128  # tokens; longer texts are truncated
+    # How a classifier reads a text: auto = as the checkpoint was trained to embed (the mean of
+    # its tokens where its sentence-transformers pooling config says mean: all-MiniLM, mpnet,
+    # e5, gte; else the family's own head); mean; cls = the family's own head (BERT: first token
+    # through its pooler; decoders: last token). Exports carry it (docs/studies.md, "Pooling").
+    pooling: Literal["auto", "cls", "mean"] = "auto"
     seed: Int = 42  # the trial's seed (weights of the head and adapters, data order, dropout)
     evals_per_epoch: Int = 2  # eval points per epoch (what ASHA rungs count)
     eval_every_steps: Optional[Int] = None  # overrides evals_per_epoch

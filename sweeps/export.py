@@ -28,6 +28,8 @@ from sweeps.tracking import runs, store
 from sweeps.tracking.artifacts import ADAPTER, ADAPTER_FILES
 from trainables.inference import EXPORT_INFO
 
+REMOTE_CODE = "pooled_classifier"  # the module a mean-pooled export ships (trainables/model/pooling.py)
+
 
 def _check_out(out: Path) -> None:
     if out.exists() and any(out.iterdir()) and not (out / EXPORT_INFO).is_file():
@@ -48,9 +50,11 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
     from transformers import AutoConfig
 
     from trainables.kinds import TASKS
+    from trainables.model import pooling as poolings
     from trainables.model.methods import METHODS
     from trainables.model.load import (
         base_kwargs,
+        head_class,
         load_base,
         load_tokenizer,
         load_trained,
@@ -72,7 +76,15 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
             raise StudyError("trial", f"trial run {trial.info.run_id} has no {ADAPTER}/ artifact", "pick a trial that finished (see python -m sweeps.report)") from None
         base_path = resolve(ref)
         tokenizer = load_tokenizer(ref)
-        config = AutoConfig.from_pretrained(base_path, **base_kwargs(task, labels))
+        # Studies recorded before training.pooling existed trained the family's own head.
+        pooling = settings["training"].get("pooling", "cls")
+        head_kwargs = base_kwargs(task, labels, ref, pooling)
+        config = AutoConfig.from_pretrained(base_path, **head_kwargs)
+        if poolings.CONFIG_KEY in head_kwargs:  # a key the family's config class lacks is not set by from_pretrained
+            setattr(config, poolings.CONFIG_KEY, head_kwargs[poolings.CONFIG_KEY])
+        head = head_class(task, base_path, {"config": config})
+        if head is not task.auto_model:  # mean pooling: the export carries the class as remote code
+            config.auto_map = {task.auto_model.__name__: f"{REMOTE_CODE}.{head.__name__}"}
         if config.pad_token_id is None:
             config.pad_token_id = tokenizer.pad_token_id  # decoder heads pool the last non-pad token
         # Built beside the download and moved into place at the end: a failure leaves no half export.
@@ -104,6 +116,8 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
                 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
                 quantization = spec.quantization(device).to_dict()
         tokenizer.save_pretrained(work)
+        if head is not task.auto_model:
+            shutil.copy(poolings.__file__, work / f"{REMOTE_CODE}.py")
         metric = settings["search"]["metric"]
         info = {
             "study": settings.get("name"),
@@ -121,6 +135,7 @@ def export(client: MlflowClient, parent: Run, out: Path, merge: bool = False, tr
             "max_length": settings["training"]["max_length"],
             "training": settings["training"],  # what its answers are computed with (trainables.inference)
             "merged": merge,
+            "remote_code": f"{REMOTE_CODE}.py" if head is not task.auto_model else None,
             "quantization": quantization,
         }
         (work / EXPORT_INFO).write_text(json.dumps(info, indent=2))
@@ -145,10 +160,18 @@ def model_card(info: dict[str, Any]) -> str:
 
     params = ", ".join(f"{k}={v}" for k, v in sorted(info["params"].items()))
     auto = TASKS[info["task"]].auto_model.__name__
+    remote = info.get("remote_code")
+    pooled = (
+        f"\n\nIts classifier reads the mean of the token vectors, as `{info['model']}` was trained to embed, "
+        f"not the first token: the class that does so ships here as `{remote}` (config `auto_map`). "
+        "Load it as below: plain transformers without `trust_remote_code=True` would silently use first-token "
+        "pooling and answer wrongly."
+    ) if remote else ""
     if info["merged"]:
+        trust = ", trust_remote_code=True" if remote else ""
         load = (
             f"from transformers import {auto}, AutoTokenizer\n"
-            f"model = {auto}.from_pretrained(FOLDER)\n"
+            f"model = {auto}.from_pretrained(FOLDER{trust})\n"
             "tokenizer = AutoTokenizer.from_pretrained(FOLDER)\n"
         )
         what = f"The {info['method']} fine-tuned weights of `{info['model']}` (adapters merged): a plain transformers model."
@@ -159,19 +182,26 @@ def model_card(info: dict[str, Any]) -> str:
                 "# QLoRA: the adapter was trained on a 4-bit base; load it the same way\n"
                 "kwargs = {'quantization_config': BitsAndBytesConfig.from_dict(json.load(open(f'{FOLDER}/sweep_export.json'))['quantization']), 'device_map': 'cpu'}\n"
             )
+        head = auto
+        if remote:
+            head = "Head"
+            quant += (
+                "from transformers.dynamic_module_utils import get_class_from_dynamic_module\n"
+                f"Head = get_class_from_dynamic_module(AutoConfig.from_pretrained(FOLDER).auto_map[{auto!r}], FOLDER)  # mean pooling\n"
+            )
         load = (
             "import json\n"
             "from peft import PeftModel\n"
             f"from transformers import AutoConfig, {auto}, AutoTokenizer, BitsAndBytesConfig\n"
             "kwargs = {}\n" + quant +
             "config = AutoConfig.from_pretrained(FOLDER)  # labels and head of the fine-tuned model\n"
-            f"base = {auto}.from_pretrained({info['base_model']!r}, config=config, **kwargs)\n"
+            f"base = {head}.from_pretrained({info['base_model']!r}, config=config, **kwargs)\n"
             "model = PeftModel.from_pretrained(base, FOLDER).eval()\n"
             "tokenizer = AutoTokenizer.from_pretrained(FOLDER)\n"
         )
         what = f"The {info['method']} adapter (and trained task head) for base model `{info['model']}`."
     return (
-        f"# {info['study']}: best trial\n\n{what}\n\n"
+        f"# {info['study']}: best trial\n\n{what}{pooled}\n\n"
         f"- task: {info['task']}; labels: {', '.join(info['labels'])}\n"
         f"- {info['metric']}: {info['value']}\n"
         f"- hyperparameters: {params}\n"

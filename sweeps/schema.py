@@ -36,13 +36,16 @@ def field_help(cls: type) -> dict[str, str]:
     names = {f.name for f in dataclasses.fields(cls)}
     helps: dict[str, str] = {}
     block: list[str] = []
+    fields_since = False  # fields have followed the block: a comment now starts a new one
     for line in lines[1:]:
         stripped = line.strip()
         if not stripped:
-            block = []
+            block, fields_since = [], False
             continue
         if stripped.startswith("#"):
             if line.startswith("    #"):  # a comment of the class body, not of a method
+                block = [] if fields_since else block
+                fields_since = False
                 block.append(stripped.lstrip("#").strip())
             continue
         match = re.match(r"\s{4}(\w+)\s*:", line)
@@ -52,6 +55,7 @@ def field_help(cls: type) -> dict[str, str]:
             continue
         inline = line.split("  # ", 1)[1].strip() if "  # " in line else ""
         helps[match.group(1)] = inline or " ".join(block)
+        fields_since = True
     return helps
 
 

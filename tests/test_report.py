@@ -262,7 +262,9 @@ def test_report_command_prints_the_leaderboard_and_writes_the_same_report(sweep,
 
 
 def plain_load(folder: Path, full_precision: bool = False):
-    """How a user loads the export: transformers + peft only."""
+    """How a user loads the export, as its model card says: transformers + peft only (the
+    demo's MiniLM classifies by the mean of its tokens: the export ships that class as remote
+    code, and the card loads it with transformers' own dynamic-module loader)."""
     from peft import PeftModel
     from transformers import (
         AutoConfig,
@@ -270,12 +272,18 @@ def plain_load(folder: Path, full_precision: bool = False):
         AutoTokenizer,
         BitsAndBytesConfig,
     )
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
     info = json.loads((folder / "sweep_export.json").read_text())
     kwargs = {}
     if info["quantization"] and not full_precision:
         kwargs = {"quantization_config": BitsAndBytesConfig.from_dict(info["quantization"]), "device_map": "cpu"}
-    base = AutoModelForSequenceClassification.from_pretrained(info["base_model"], config=AutoConfig.from_pretrained(folder), **kwargs)
+    config = AutoConfig.from_pretrained(folder)
+    head = AutoModelForSequenceClassification
+    if info["remote_code"]:
+        head = get_class_from_dynamic_module(config.auto_map["AutoModelForSequenceClassification"], folder)
+        assert head.__name__.startswith("MeanPooled") and "get_class_from_dynamic_module" in (folder / "README.md").read_text()
+    base = head.from_pretrained(info["base_model"], config=config, **kwargs)
     return PeftModel.from_pretrained(base, folder).eval(), AutoTokenizer.from_pretrained(folder)
 
 
@@ -330,7 +338,7 @@ def test_merged_export_is_a_plain_model_equal_to_its_adapter_on_the_full_precisi
         assert export_cli.main([sweep.parent.info.run_id, "--trial", run.info.run_id, "--tracking-uri", sweep.uri, "--out", str(merged), "--merge"]) == 0
         assert (merged / "model.safetensors").is_file() and not (merged / "adapter_config.json").exists()
         texts = ["i feel so happy about my new job", "right now i feel so gloomy", "i am scared of the exam", "what a lovely surprise"]
-        plain = AutoModelForSequenceClassification.from_pretrained(merged).eval()
+        plain = AutoModelForSequenceClassification.from_pretrained(merged, trust_remote_code=True).eval()  # as its card says
         ref_model, tokenizer = plain_load(adapter, full_precision=True)
         assert np.allclose(logits_of(plain, AutoTokenizer.from_pretrained(merged), texts), logits_of(ref_model, tokenizer, texts), atol=1e-4), run.data.tags["method"]
 

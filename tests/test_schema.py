@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
+from core.specs import TrainingSpec
 from sweeps import schema
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +37,10 @@ def test_committed_schema_and_reference_are_what_the_specs_generate():
     reference = schema.REFERENCE_FILE.read_text()
     assert "| `gpus_per_worker` | number or \"auto\" | `0.0` | A fraction shares a GPU between trials;" in reference
     assert "| `micro_batch_size` | integer or null | `null` | Rows per forward/backward pass:" in reference, "help from the comment block above a field"
+    # a block covers the fields right below it, and only its own words
+    help_of = schema.field_help(TrainingSpec)
+    assert help_of["doc_stride"] == help_of["max_answer_length"] and help_of["doc_stride"].startswith("Extractive QA: overlap")
+    assert help_of["pooling"].startswith("How a classifier reads a text") and "Extractive QA" not in help_of["pooling"]
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=[p.name for p in STUDIES])

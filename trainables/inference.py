@@ -48,7 +48,8 @@ def load(folder: str | Path, device: Optional[torch.device] = None) -> tuple[tor
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if info["merged"]:
-        model = task.auto_model.from_pretrained(folder).to(device)
+        # through load_base: a mean-pooled head (its config says so) gets the class that pools
+        model = load_base(task, str(folder), {"config": AutoConfig.from_pretrained(folder)}).to(device)
     else:
         kwargs: dict[str, Any] = {"config": AutoConfig.from_pretrained(folder)}
         if info.get("quantization"):

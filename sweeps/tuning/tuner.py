@@ -38,7 +38,7 @@ from trainables.data import load as data_mod
 from trainables.training.failures import trial_failure
 from trainables.evaluation.floors import Floor, floor_verdict
 from trainables.kinds import TASKS
-from trainables.model.load import check_architecture, load_tokenizer
+from trainables.model.load import check_architecture, load_tokenizer, pooling_of
 from trainables.spec import TrialSpec
 from trainables.training.trial import run_trial
 
@@ -217,6 +217,7 @@ def run_study(study: Study, address: Optional[str] = None, local: bool = False, 
     task = TASKS[study.task]
     tokenizer = load_tokenizer(study.model)
     check_architecture(study.model, task)
+    pooling_of(study.model, task, study.training.pooling)  # an explicit mean the head cannot read fails here
     prepared = task.kind.prepare(study.data, task, tokenizer, study.training, study.training.seed)
     final: Optional[tuple[Study, data_mod.PreparedData]] = None
     if study.final is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 
 from core.errors import StudyError
 from trainables.kinds import Task
+from trainables.model import pooling as poolings
 from trainables.model.methods import METHODS
 
 
@@ -69,9 +70,35 @@ HEAD_WEIGHTS = "head.safetensors"  # what a ``head`` checkpoint holds
 FULL_WEIGHTS = "model.safetensors"  # what a ``full`` checkpoint holds (save_pretrained)
 
 
-def base_kwargs(task: Task, label_names: list[str]) -> dict[str, Any]:
-    """``from_pretrained`` arguments that shape the task head (the task kind's)."""
-    return task.kind.head_kwargs(task, label_names)
+def base_kwargs(task: Task, label_names: list[str], ref: Optional[str] = None, pooling: str = "cls") -> dict[str, Any]:
+    """``from_pretrained`` arguments that shape the task head (the task kind's), and how it
+    reads a sequence (``pooling_of``: set in the config, so export and inference read it)."""
+    kwargs = task.kind.head_kwargs(task, label_names)
+    if ref is not None and pooling_of(ref, task, pooling) == "mean":
+        kwargs[poolings.CONFIG_KEY] = "mean"
+    return kwargs
+
+
+def pooling_of(ref: str, task: Task, setting: str) -> str:
+    """``training.pooling`` made concrete: "mean" or "cls" (the family's own head).
+
+    auto: mean where the checkpoint was trained to embed by the mean of its tokens (its
+    sentence-transformers pooling config) and the family's head can read one; else cls. An
+    explicit mean on a family whose head cannot (decoders score their last token) is an error."""
+    if setting == "cls" or task.peft_task_type != "SEQ_CLS":
+        return "cls"
+    path = resolve(ref)
+    if setting == "auto" and poolings.checkpoint_pooling(path) != "mean":
+        return "cls"
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    head = task.auto_model._model_mapping.get(type(config), None)
+    if head is not None and (poolings.native_switch(config) or poolings.supports_mean(head)):
+        return "mean"
+    if setting == "mean":
+        raise StudyError("training.pooling", f"{getattr(head, '__name__', type(config).__name__)} has no head that reads a pooled vector", "use pooling: auto or cls for this model family")
+    return "cls"
 
 
 def freeze_all_but_head(model: torch.nn.Module) -> None:
@@ -104,11 +131,33 @@ def load_base(task: Task, path: str, kwargs: dict[str, Any]) -> torch.nn.Module:
     and inference alike."""
     if task.kind.fresh_head:
         kwargs = {"ignore_mismatched_sizes": True, **kwargs}
-    model, info = task.auto_model.from_pretrained(path, output_loading_info=True, **kwargs)
+    auto = head_class(task, path, kwargs)
+    if auto is not task.auto_model:
+        # a concrete class hands config keys its config class lacks to the model's __init__:
+        # the pooling is in the class; it goes into the config after loading (for saving)
+        kwargs = {k: v for k, v in kwargs.items() if k != poolings.CONFIG_KEY}
+    model, info = auto.from_pretrained(path, output_loading_info=True, **kwargs)
     prefix = model.base_model_prefix
     if prefix != "model" and any(k.startswith(f"{prefix}.") for k in info["missing_keys"]) and any(k.startswith("model.") for k in info["unexpected_keys"]):
-        model = task.auto_model.from_pretrained(path, key_mapping={r"^model\.": f"{prefix}."}, **kwargs)
+        model = auto.from_pretrained(path, key_mapping={r"^model\.": f"{prefix}."}, **kwargs)
+    if auto is not task.auto_model:
+        setattr(model.config, poolings.CONFIG_KEY, "mean")
     return model
+
+
+def head_class(task: Task, path: str, kwargs: dict[str, Any]) -> Any:
+    """The task's Auto class, or the family's class with mean pooling where the config (given,
+    or set by ``base_kwargs``) asks for it and the family has no such switch of its own."""
+    config = kwargs.get("config")
+    if (kwargs.get(poolings.CONFIG_KEY) or getattr(config, poolings.CONFIG_KEY, None)) != "mean":
+        return task.auto_model
+    if config is None:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(path)
+    if poolings.native_switch(config):
+        return task.auto_model
+    return poolings.mean_pooled(task.auto_model._model_mapping[type(config)])
 
 
 def keep_4bit_layout_trainable(model: torch.nn.Module) -> None:
@@ -160,13 +209,14 @@ def train_in_fp32(model: torch.nn.Module) -> None:
 
 
 def build_model(ref: str, task: Task, label_names: list[str], method: str, hp: dict[str, Any], device: torch.device, pad_token_id: int | None,
-                gradient_checkpointing: bool = False, base_dtype: torch.dtype | None = None) -> torch.nn.Module:
+                gradient_checkpointing: bool = False, base_dtype: torch.dtype | None = None, pooling: str = "auto") -> torch.nn.Module:
     """Base model + head for ``task``, quantized if the method asks, wrapped by peft (or, for
     the ``full``/``head`` baselines, left plain with the right weights trainable). ``base_dtype``
     (``precision.base_dtype``; None: the checkpoint's own) is what the frozen weights load in;
-    what trains is fp32 unless the method trains every weight."""
+    what trains is fp32 unless the method trains every weight. ``pooling``: ``training.pooling``
+    (``pooling_of``)."""
     spec = METHODS[method]
-    kwargs = base_kwargs(task, label_names)
+    kwargs = base_kwargs(task, label_names, ref, pooling)
     if base_dtype is not None and not spec.quantized:
         kwargs["dtype"] = base_dtype
     if spec.quantized:

@@ -305,7 +305,7 @@ class TrialRecipe:
         self.device = self.session.device()
         avoid_cudnn_attention(self.device)
         self.net = models.build_model(spec.model, task, data.label_names, hp["method"], hp, self.device, data.tokenizer.pad_token_id,
-                                      self.training.gradient_checkpointing, base_dtype(self.device, self.training, hp["method"]))
+                                      self.training.gradient_checkpointing, base_dtype(self.device, self.training, hp["method"]), self.training.pooling)
         self.param_counts = models.count_params(self.net)
         self.base_bits = models.frozen_weight_bits(self.net)
         self.jemalloc = int(uses_jemalloc())
