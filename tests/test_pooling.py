@@ -119,3 +119,19 @@ def test_a_family_with_its_own_switch_keeps_its_class(tmp_path, minilm_path):
     tok.save_pretrained(folder)
     net = models.build_model(str(folder), SINGLE, ["a", "b"], "full", {}, torch.device("cpu"), tok.pad_token_id)
     assert type(net).__name__ == "ModernBertForSequenceClassification" and net.config.classifier_pooling == "mean"
+
+
+def test_extend_keeps_the_earlier_trials_pooling(minilm_path, tmp_path):
+    """An extension whose trials would pool otherwise than the recorded ones is refused in one
+    line naming the setting that matches them (a study recorded before the setting: cls)."""
+    from sweeps.study import load_study
+    from sweeps.tuning.extend import check_pooling
+    from tests.conftest import base_study, write_study
+
+    study = load_study(write_study(tmp_path, base_study(minilm_path)))
+    assert study.training.pooling == "auto"
+    check_pooling(study, {"model": minilm_path, "training": {"pooling": "auto"}})
+    check_pooling(study, {"model": minilm_path, "training": {"pooling": "mean"}})  # the same, said explicitly
+    with pytest.raises(StudyError) as err:
+        check_pooling(study, {"model": minilm_path, "training": {}})
+    assert err.value.field == "training.pooling" and "--set training.pooling=cls" in err.value.one_line()

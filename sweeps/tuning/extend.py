@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import optuna
 from mlflow.entities import Run
@@ -49,6 +49,7 @@ def prepare(study: Study, trials: int) -> Extension:
     if parent is None:
         raise StudyError("--extend", f"no finished run of study {study.name!r} in experiment {study.experiment!r} at {uri}", f"run it first: python -m sweeps.run {study.name}")
     client = MlflowClient(uri)
+    check_pooling(study, runs.parent_yaml(client, parent, runs.STUDY_FILE) or {})
     metric, mode = study.search.metric, study.search.mode
     search = [r for r in runs.trial_runs(client, parent) if r.data.tags.get("stage", "search") == "search"]
     scores = leaderboard.score_trials(client, search, metric, mode)
@@ -62,6 +63,21 @@ def prepare(study: Study, trials: int) -> Extension:
     # scores come best first; a failed trial's score before it failed is no model to beat
     best = next((s.best for s in scores if s.best is not None and s.run.data.tags.get("status") != "failed"), None)
     return Extension(trials, parent, WarmStart(storage, STUDY_NAME), len(search), best)
+
+
+def check_pooling(study: Study, recorded: dict[str, Any]) -> None:
+    """The new trials read a text as the earlier ones did (``training.pooling``), or their
+    scores would rank two kinds of model together. A study recorded before the setting existed
+    trained the family's own head (cls)."""
+    from trainables.kinds import TASKS
+    from trainables.model.load import pooling_of
+
+    task = TASKS[study.task]
+    before = pooling_of(recorded.get("model", study.model), task, (recorded.get("training") or {}).get("pooling", "cls"))
+    now = pooling_of(study.model, task, study.training.pooling)
+    if before != now:
+        raise StudyError("training.pooling", f"the earlier trials read each text by {before} pooling, this study by {now}: their scores would not compare",
+                         f"extend with --set training.pooling={before}")
 
 
 def improves(extension: Extension, value: Optional[float], mode: str) -> bool:
