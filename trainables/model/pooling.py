@@ -28,7 +28,6 @@ from transformers.loss.loss_utils import ForSequenceClassificationLoss
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 CONFIG_KEY = "classifier_pooling"  # the config attribute (ModernBERT's name for the same switch)
-POOLINGS = ("auto", "cls", "mean")
 _BACKBONE_ARGS = ("token_type_ids", "position_ids", "inputs_embeds", "head_mask")
 
 
@@ -63,7 +62,10 @@ def supports_mean(model_class: type) -> bool:
     """Whether ``mean_pooled`` can give this classification class mean pooling: its head is a
     ``classifier`` reading one vector (BERT, DistilBERT, RoBERTa, XLM-R, MPNet, ELECTRA...),
     not a ``score`` layer on the last token (decoders) or a class with its own switch."""
-    source = inspect.getsource(model_class.__init__)
+    try:
+        source = inspect.getsource(model_class.__init__)
+    except (OSError, TypeError):  # no source to read (a class built at run time): not one we know
+        return False
     return "self.classifier" in source and CONFIG_KEY not in source
 
 
