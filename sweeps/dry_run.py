@@ -25,7 +25,7 @@ def describe(study: Study) -> str:
         + (f" (all the space's points: no point runs twice; num_samples {s.num_samples})" if trials < s.num_samples and SEARCHERS[s.algorithm].distinct else "")
         + f", optimise {s.metric} ({s.mode})",
         f"scheduler  {study.scheduler.name}" + (f" (grace {study.scheduler.grace_period} eval points, reduction {study.scheduler.reduction_factor})" if study.scheduler.name.startswith("asha") else ""),
-        "training   " + (f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epoch(s)") + f", batch {t.batch_size} x accum {t.grad_accum}, max length {t.max_length}, seed {t.seed}",
+        "training   " + (f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epoch(s)") + f", batch {t.batch_size} x accum {t.grad_accum}, max length {t.max_length}, seed {t.seed}, pooling {t.pooling}",
         f"per trial  {r.workers} worker(s) x {{CPU: {r.cpus_per_worker:g}, GPU: {_gpus(study, r)}}}; concurrency {s.max_concurrent_trials or 'as many as fit'}; "
         f"{r.max_failures} restart(s) from checkpoint after a crash or lost node",
         *([_final(study)] if study.final else []),

@@ -110,6 +110,7 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 def test_optuna_sweep_on_a_tracking_server_records_every_trial(sweep):
     assert sweep.parent.data.tags["search"] == "optuna" and sweep.parent.info.status == "FINISHED"
+    assert sweep.parent.data.tags["pooling"] == "mean"  # MiniLM, read as it was trained to embed
     assert len(sweep.search) == 3 and len(sweep.final) == 1
     for run in sweep.trials:
         assert 5e-3 <= float(run.data.params["learning_rate"]) <= 2e-2  # sampled from the overridden range

@@ -304,7 +304,8 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: StepPlan, max_co
     run_name = previous["run_name"] if previous else f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}{'-extend' if extension else ''}"
     uri = store.tracking_uri(study.tracking.tracking_uri)
     settings = study_settings(study)
-    tags = {"study": study.name, "model": study.model, "search": study.search.algorithm, "scheduler": study.scheduler.name}
+    tags = {"study": study.name, "model": study.model, "search": study.search.algorithm, "scheduler": study.scheduler.name,
+            "pooling": pooling_of(study.model, TASKS[study.task], study.training.pooling)}  # how its classifiers read a text
     params = {
         **settings,
         "data.train_rows": len(prepared.splits["train"]),
