@@ -176,16 +176,16 @@ def model_card(info: dict[str, Any]) -> str:
         )
         what = f"The {info['method']} fine-tuned weights of `{info['model']}` (adapters merged): a plain transformers model."
     else:
-        quant = ""
+        setup = ""
         if info["quantization"]:
-            quant = (
+            setup = (
                 "# QLoRA: the adapter was trained on a 4-bit base; load it the same way\n"
                 "kwargs = {'quantization_config': BitsAndBytesConfig.from_dict(json.load(open(f'{FOLDER}/sweep_export.json'))['quantization']), 'device_map': 'cpu'}\n"
             )
         head = auto
         if remote:
             head = "Head"
-            quant += (
+            setup += (
                 "from transformers.dynamic_module_utils import get_class_from_dynamic_module\n"
                 f"Head = get_class_from_dynamic_module(AutoConfig.from_pretrained(FOLDER).auto_map[{auto!r}], FOLDER)  # mean pooling\n"
             )
@@ -193,7 +193,7 @@ def model_card(info: dict[str, Any]) -> str:
             "import json\n"
             "from peft import PeftModel\n"
             f"from transformers import AutoConfig, {auto}, AutoTokenizer, BitsAndBytesConfig\n"
-            "kwargs = {}\n" + quant +
+            "kwargs = {}\n" + setup +
             "config = AutoConfig.from_pretrained(FOLDER)  # labels and head of the fine-tuned model\n"
             f"base = {head}.from_pretrained({info['base_model']!r}, config=config, **kwargs)\n"
             "model = PeftModel.from_pretrained(base, FOLDER).eval()\n"

@@ -212,12 +212,15 @@ def run_study(study: Study, address: Optional[str] = None, local: bool = False, 
     interrupted run; with ``extend_by``, add that many search trials to its latest finished run."""
     store.check_reachable(store.tracking_uri(study.tracking.tracking_uri))
     check_registry(study)
-    previous = resume.latest_unfinished(storage_root(study), study.name) if resume_run else None
-    extension = extend.prepare(study, extend_by) if extend_by is not None else None
     task = TASKS[study.task]
     tokenizer = load_tokenizer(study.model)
     check_architecture(study.model, task)
-    pooling_of(study.model, task, study.training.pooling)  # an explicit mean the head cannot read fails here
+    # training.pooling made concrete once, here (an explicit mean the head cannot read fails):
+    # the trials, the final stage, the stored study, its tag and --extend read what ran
+    pooling = pooling_of(study.model, task, study.training.pooling)
+    study = dataclasses.replace(study, training=dataclasses.replace(study.training, pooling=pooling))
+    previous = resume.latest_unfinished(storage_root(study), study.name) if resume_run else None
+    extension = extend.prepare(study, extend_by) if extend_by is not None else None
     prepared = task.kind.prepare(study.data, task, tokenizer, study.training, study.training.seed)
     final: Optional[tuple[Study, data_mod.PreparedData]] = None
     if study.final is not None:
@@ -305,7 +308,7 @@ def _sweep(study: Study, prepared: data_mod.PreparedData, plan: StepPlan, max_co
     uri = store.tracking_uri(study.tracking.tracking_uri)
     settings = study_settings(study)
     tags = {"study": study.name, "model": study.model, "search": study.search.algorithm, "scheduler": study.scheduler.name,
-            "pooling": pooling_of(study.model, TASKS[study.task], study.training.pooling)}  # how its classifiers read a text
+            "pooling": study.training.pooling}  # how its classifiers read a text (mean or cls: run_study resolved auto)
     params = {
         **settings,
         "data.train_rows": len(prepared.splits["train"]),
