@@ -43,3 +43,48 @@ def test_a_results_metrics_are_written_at_once_under_their_step(tmp_path):
     logged = client.get_run(run_id).data.metrics
     assert logged == {**metrics, "class_accuracy_3": 0.5}
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "class_accuracy_3")] == [(7, 3 / 2000), (9, 0.5)]
+
+
+class _Trial:
+    """What the logger reads of a Tune trial (a stand-in: this checks the logger's store calls)."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.config, self.path, self.error_file = name, {"method": "lora", "lora_r": 4}, f"/nowhere/{name}", None
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def test_a_trial_run_is_made_once_and_a_resumed_driver_continues_it(tmp_path, monkeypatch):
+    """A fresh study's logger makes each trial's run without searching the store for an earlier
+    one (a search per trial start that grows with the study); the logger a resumed study
+    unpickles finds the run its dead driver made and continues it, never a second run."""
+    from ray import cloudpickle as pickle  # as Tune stores a Tuner (tuner.pkl)
+
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.tracking import mlflow_logger
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    parent = client.create_run(client.create_experiment("e")).info.run_id
+
+    fresh = mlflow_logger.TrialRunLogger(uri, "e", parent, {"training.epochs": 1}, {"study": "s"}, "f1_macro", "max", str(tmp_path))
+    pickled = pickle.dumps(fresh)
+    fresh.setup()
+    with monkeypatch.context() as m:
+        m.setattr(mlflow_logger, "find_trial_run", lambda *a: (_ for _ in ()).throw(AssertionError("searched")))
+        fresh.log_trial_start(_Trial("run_trial_a"))
+    (run,) = client.search_runs([client.get_experiment_by_name("e").experiment_id], "tags.trial_name = 'run_trial_a'")
+    assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["status"] == "running"
+    assert run.data.tags["method"] == "lora" and run.info.run_name == "run_trial_a"
+    assert run.data.params == {"study.training.epochs": "1", "method": "lora", "lora_r": "4"}
+
+    resumed = pickle.loads(pickled)  # as Tuner.restore brings it back
+    resumed.setup()
+    trial = _Trial("run_trial_a")
+    resumed.log_trial_start(trial)
+    resumed.log_trial_end(trial, failed=True)
+    (again,) = client.search_runs([run.info.experiment_id], "tags.trial_name = 'run_trial_a'")
+    assert again.info.run_id == run.info.run_id and again.info.status == "FAILED"
+    assert again.data.tags["status"] == "failed" and again.data.tags["error_kind"] == "crashed"

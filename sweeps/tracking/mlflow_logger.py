@@ -1,7 +1,8 @@
 """Writing a study to MLflow: one parent run per study invocation, one child run per trial.
 
-Children are created by Ray's ``MLflowLoggerCallback`` in the driver, tagged with the
-parent's id (``mlflow.parentRunId``), so the MLflow UI shows them nested under the study.
+Children are made in the driver by ``TrialRunLogger`` (Ray's ``MLflowLoggerCallback``, writing
+each event in as few store calls as it can), tagged with the parent's id
+(``mlflow.parentRunId``), so the MLflow UI shows them nested under the study.
 Reading them back is ``sweeps.tracking.runs``.
 """
 
@@ -36,7 +37,11 @@ _NODE_TAGS = {"worker_node_ids": "ray.node_ids", "worker_node_ips": "ray.node_ip
 
 class TrialRunLogger(MLflowLoggerCallback):
     """Ray's MLflow callback, plus: method/model/status tags, the study's fixed settings as
-    params, the optimizer step as MLflow step, and a failed trial's error on its run."""
+    params, the optimizer step as MLflow step, and a failed trial's error on its run.
+
+    Its calls run on Tune's event loop, where every trial waits for them (an in-process trial
+    at each report), so each trial event is one or two batched store calls: on SQLite each is a
+    transaction of ~10-25 ms, and a study of many short trials is bound by them."""
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str, fixed_params: dict[str, Any], tags: dict[str, str], metric: str, mode: str, storage: str):
         super().__init__(
@@ -59,42 +64,53 @@ class TrialRunLogger(MLflowLoggerCallback):
         self._storage = storage  # Ray storage root: checkpoint paths are paths in its filesystem
         self._pictures = Pictures(uri)  # each trial's confusion-matrix PNG, drawn off Tune's event loop
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Unpickled = restored with a study's Tuner (``--resume``): only then can a trial already
+        # have a run from the driver that died, so only then is it looked up before one is made.
+        self.__dict__.update(state, _restored=True)
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.tracking_uri)
+
     def log_trial_start(self, trial: Any) -> None:
-        if trial not in self._trial_runs:
+        """The trial's child run: created with all its tags, then its parameters (the sampled
+        configuration and the study's fixed settings) in one batch. Three store calls; Ray's
+        callback makes one per parameter and reads the run back before each batch of them."""
+        if trial in self._finished_before:
+            return
+        client = self.client
+        run_id = self._trial_runs.get(trial)
+        if run_id is None and getattr(self, "_restored", False):
             # A resumed study restarts its unfinished trials: continue their runs, not new ones.
-            earlier = self._existing_run(str(trial))
+            earlier = self._existing_run(client, str(trial))
             if earlier is not None:
-                self._trial_runs[trial] = earlier.info.run_id
+                run_id = self._trial_runs[trial] = earlier.info.run_id
                 if earlier.data.tags.get("status") == "completed":
                     self._finished_before.add(trial)
                     if earlier.info.status != "FINISHED":  # the driver died while ending it
-                        MlflowClient(self.tracking_uri).set_terminated(earlier.info.run_id, "FINISHED")
+                        client.set_terminated(run_id, "FINISHED")
                     return
-                MlflowClient(self.tracking_uri).update_run(earlier.info.run_id, status="RUNNING")
-        elif trial in self._finished_before:
-            return
-        super().log_trial_start(trial)
-        run_id = self._trial_runs[trial]
-        client = MlflowClient(self.tracking_uri)
-        client.set_tag(run_id, "method", str(trial.config.get("method", "")))
-        client.set_tag(run_id, "status", "running")
-        client.log_batch(run_id, params=[mlflow.entities.Param(f"study.{k}", str(v)[:6000]) for k, v in self._fixed.items()])
+                client.update_run(run_id, status="RUNNING")
+        if run_id is None:
+            tags = {**self.tags, "trial_name": str(trial), "method": str(trial.config.get("method", "")), "status": "running"}
+            run_id = self._trial_runs[trial] = client.create_run(self.mlflow_util.experiment_id, tags=tags, run_name=str(trial)).info.run_id
+        else:  # the run goes on: a retry in this driver, or a resumed study's
+            client.set_tag(run_id, "status", "running")
+        # the same values again for a run that goes on (MLflow accepts a parameter logged twice
+        # with one value): the driver may have died between making the run and this batch
+        params = {**{f"study.{k}": v for k, v in self._fixed.items()}, **flatten_dict(trial.config)}
+        client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()])
 
-    def _existing_run(self, trial_name: str) -> Optional[mlflow.entities.Run]:
-        client = MlflowClient(self.tracking_uri)
-        exp = client.get_experiment_by_name(self.experiment_name)
-        if exp is None:
-            return None
-        return find_trial_run(client, exp.experiment_id, self.tags["mlflow.parentRunId"], trial_name)
+    def _existing_run(self, client: MlflowClient, trial_name: str) -> Optional[mlflow.entities.Run]:
+        return find_trial_run(client, self.mlflow_util.experiment_id, self.tags["mlflow.parentRunId"], trial_name)
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
         if trial in self._finished_before:
             return
         placed = {tag: result[key] for key, tag in _NODE_TAGS.items() if isinstance(result.get(key), str)}
         if placed and placed != self._placed.get(trial):  # first report, or resumed elsewhere
-            client = MlflowClient(self.tracking_uri)
-            for tag, value in placed.items():
-                client.set_tag(self._trial_runs[trial], tag, value)
+            self.client.log_batch(self._trial_runs[trial], tags=[mlflow.entities.RunTag(tag, value) for tag, value in placed.items()])
             self._placed[trial] = placed
         if ERROR_KEY in result:
             self._failed[trial] = {"error": str(result[ERROR_KEY])[:500], "error_kind": str(result.get(KIND_KEY, "error"))}
@@ -103,29 +119,30 @@ class TrialRunLogger(MLflowLoggerCallback):
         if ERROR_KEY not in result:
             self._last[trial] = metrics
         self._checkpoints.add(str(trial), result, getattr(getattr(trial, "storage", None), "trial_fs_path", None))
-        log_metrics(MlflowClient(self.tracking_uri), self._trial_runs[trial], metrics, int(result.get("step", iteration)))
+        log_metrics(self.client, self._trial_runs[trial], metrics, int(result.get("step", iteration)))
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        """The run's outcome as tags (status; a failure's error, kind and file) in one batch, the
+        best checkpoint's artifacts for a trial that did not fail, then its end (FINISHED/FAILED)."""
         if trial in self._finished_before:
             return
         run_id = self._trial_runs.get(trial)
+        if run_id is None:
+            return
         ended = self._failed.get(trial)
         failed = failed or ended is not None
-        if run_id is not None:
-            client = MlflowClient(self.tracking_uri)
-            client.set_tag(run_id, "status", outcomes.status(failed, (self._last.get(trial) or {}).get("progress")))
-            if ended is not None:
-                for tag, value in ended.items():
-                    client.set_tag(run_id, tag, value)
-                client.set_tag(run_id, "error_file", f"{trial.path}/error.txt")
-            elif failed:
-                client.set_tag(run_id, "error", error_line(trial))
-                client.set_tag(run_id, "error_kind", "crashed")
-                if trial.error_file:
-                    client.set_tag(run_id, "error_file", trial.error_file)
-            else:
-                self._log_best_checkpoint(client, trial, run_id)
-        super().log_trial_end(trial, failed=failed)
+        client = self.client
+        tags = {"status": outcomes.status(failed, (self._last.get(trial) or {}).get("progress"))}
+        if ended is not None:
+            tags.update(ended, error_file=f"{trial.path}/error.txt")
+        elif failed:
+            tags.update(error=error_line(trial), error_kind="crashed")
+            if trial.error_file:
+                tags["error_file"] = trial.error_file
+        client.log_batch(run_id, tags=[mlflow.entities.RunTag(k, str(v)) for k, v in tags.items()])
+        if not failed:
+            self._log_best_checkpoint(client, trial, run_id)
+        client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """The stage ends only once every trial's picture is in its run."""
