@@ -63,6 +63,7 @@ class TrialRunLogger(MLflowLoggerCallback):
         self._checkpoints = BestCheckpoints(metric, mode)
         self._storage = storage  # Ray storage root: checkpoint paths are paths in its filesystem
         self._pictures = Pictures(uri)  # each trial's confusion-matrix PNG, drawn off Tune's event loop
+        self._restored = False  # True once unpickled (__setstate__)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Unpickled = restored with a study's Tuner (``--resume``): only then can a trial already
@@ -75,13 +76,13 @@ class TrialRunLogger(MLflowLoggerCallback):
 
     def log_trial_start(self, trial: Any) -> None:
         """The trial's child run: created with all its tags, then its parameters (the sampled
-        configuration and the study's fixed settings) in one batch. Three store calls; Ray's
-        callback makes one per parameter and reads the run back before each batch of them."""
+        configuration and the study's fixed settings) in one batch: two store calls, where Ray's
+        callback makes one per parameter and reads the run back before them."""
         if trial in self._finished_before:
             return
         client = self.client
         run_id = self._trial_runs.get(trial)
-        if run_id is None and getattr(self, "_restored", False):
+        if run_id is None and self._restored:
             # A resumed study restarts its unfinished trials: continue their runs, not new ones.
             earlier = self._existing_run(client, str(trial))
             if earlier is not None:
