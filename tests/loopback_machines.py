@@ -30,13 +30,20 @@ exec unshare --mount --propagation private /bin/bash -c 'mount --bind "$0" /etc/
 """
 
 
-def missing() -> str:
-    """Why this host cannot run loopback machines ('' when it can)."""
+def missing(addresses: list[str]) -> str:
+    """Why this host cannot run loopback machines on ``addresses`` ('' when it can)."""
     if os.geteuid() != 0:
         return "needs root (sshd on port 22 of loopback addresses, mount namespaces)"
     for tool in (SSHD, shutil.which("rsync"), shutil.which("unshare"), shutil.which("ssh-keygen")):
         if not tool or not os.access(tool, os.X_OK):
             return "needs openssh-server, rsync and unshare (bash scripts/setup.sh --tests installs them)"
+    for address in addresses:  # Ray's launcher always uses port 22
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((address, 22))
+            except OSError:
+                return f"needs port 22 on {address}, which another process holds (a system sshd on 0.0.0.0:22?)"
     return ""
 
 

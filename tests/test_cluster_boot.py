@@ -55,6 +55,7 @@ class BootedCluster:
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
         self.timings: dict[str, float] = {}
         self.down = False
+        self.study = ""  # the study file the job runs
 
     def ray(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
         run = subprocess.run([RAY, *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=self.root)
@@ -109,7 +110,7 @@ def _ray_nodes_on_host() -> list[str]:
 
 @pytest.fixture(scope="module")
 def booted(tmp_path_factory: pytest.TempPathFactory, tiny_llama: str) -> Iterator[BootedCluster]:
-    why = missing()
+    why = missing([HEAD, *WORKERS])
     if why:
         (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(f"booting a cluster on loopback {why}")
     import ray
