@@ -136,3 +136,32 @@ def test_multi_label_files_use_label_sets():
 def test_markdown_tables_escape_pipes_and_format_numbers():
     frame = pd.DataFrame([{"a": "x|y", "b": 1234567.0, "c": 0.123456, "d": None}])
     assert markdown(frame).splitlines()[2] == "| x\\|y | 1,234,567 | 0.1235 |  |"
+
+
+def test_the_drawing_process_ends_with_a_driver_that_was_killed(tmp_path):
+    """A driver that dies without shutting down (SIGKILL, os._exit) takes its drawing process
+    with it, instead of leaving a 280 MB process behind for good."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    driver = (
+        "import os\n"
+        "from sweeps.tracking import artifacts\n"
+        "print(artifacts._drawing_process().submit(os.getpid).result(), flush=True)\n"
+        "os._exit(0)\n"
+    )
+    out = tmp_path / "driver.out"  # a file, not a pipe: an orphaned worker would hold a pipe open
+    with out.open("w") as f:
+        subprocess.run([sys.executable, "-c", driver], stdout=f, stderr=subprocess.DEVNULL, timeout=120, check=True)
+    worker = int(out.read_text().split()[-1])
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    os.kill(worker, 9)
+    raise AssertionError(f"the drawing process {worker} outlived its driver")

@@ -8,6 +8,7 @@ or s3://...), so workers never need to reach the MLflow store.
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -115,8 +116,26 @@ def _drawing_process(broken: Optional[Any] = None) -> Any:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        _DRAWING = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        _DRAWING = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with_parent, initargs=(os.getpid(),),
+        )
     return _DRAWING
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Run in the drawing process: end it once the driver that spawned it is gone. A pool worker
+    waits on a task pipe it holds both ends of, so it never sees the driver die; a driver that
+    was killed (or ended with ``os._exit``) left it running for good, 280 MB each."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-driver", daemon=True).start()
 
 
 class Pictures:
