@@ -37,6 +37,9 @@ def missing(addresses: list[str]) -> str:
     for tool in (SSHD, shutil.which("rsync"), shutil.which("unshare"), shutil.which("ssh-keygen")):
         if not tool or not os.access(tool, os.X_OK):
             return "needs openssh-server, rsync and unshare (bash scripts/setup.sh --tests installs them)"
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:  # a container without CAP_SYS_ADMIN, for one
+        return f"needs mount namespaces (unshare --mount: {probe.stderr.strip()[:120]})"
     for address in addresses:  # Ray's launcher always uses port 22
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
