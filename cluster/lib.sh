@@ -8,8 +8,7 @@ VENV=${SWEEPS_VENV:-$PROJECT/.venv}
 # the address we were reached at: the one the cluster file names, which Ray's launcher uses to
 # tell its nodes apart (so several nodes can share one host, each on its own address).
 node_ip() {
-  if [ -n "${SWEEPS_NODE_IP:-}" ]; then echo "$SWEEPS_NODE_IP"
-  elif [ -n "${SSH_CONNECTION:-}" ]; then set -- $SSH_CONNECTION; echo "$3"
+  if [ -n "${SSH_CONNECTION:-}" ]; then set -- $SSH_CONNECTION; echo "$3"
   else hostname -I | awk '{print $1}'; fi
 }
 

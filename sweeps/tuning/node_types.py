@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.config) as f:
         message = cluster_config(yaml.safe_load(f))
     GcsClient(address=args.address).report_cluster_config(message.SerializeToString())
-    names = ", ".join(f"{g.name} (0-{g.max_count} x {dict(g.resources)})" for g in message.node_group_configs)
+    names = ", ".join(f"{g.name} ({g.min_count}-{g.max_count} x {dict(g.resources)})" for g in message.node_group_configs)
     print(f"node types published to the GCS: {names or 'none'}")
     return 0
 
