@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sweeps.run import main
-from tests.conftest import base_study, trial_runs, write_study
+from tests.conftest import base_study, eval_points_logged, trial_runs, write_study
 
 pytestmark = pytest.mark.ray
 
@@ -26,12 +26,16 @@ TRAINING_ACTOR = {False: "RayTrainWorker", True: "ImplicitFunc"}
 
 
 def kill_one_worker_once_both_trials_checkpointed(workdir: Path, study: str, stop: threading.Event, killed: list[int], actor_class: str) -> None:
-    """Once both trials' first checkpoints are registered, SIGKILL one actor that trains."""
+    """Once both trials' first checkpoints are registered (a second eval point logged: see
+    eval_points_logged), SIGKILL one actor that trains. A kill right after the first point can
+    land before Tune registered its checkpoint: the trial then rightly restarts from scratch,
+    and this test would prove nothing (it failed that way twice in CI on 2026-12-04)."""
     import ray
     from ray.util.state import list_actors
 
     while not stop.is_set():
-        if sum("step" in r.data.metrics for r in trial_runs(workdir, study)) == 2:
+        points = eval_points_logged(workdir, study)
+        if len(points) == 2 and min(points) >= 2:
             alive = list_actors(address=ray.get_runtime_context().gcs_address,  # this test's cluster, not another
                                 filters=[("state", "=", "ALIVE")], limit=1000)
             # Ray may qualify the name (wrap_function.<locals>.ImplicitFunc once Tune defined it again)
@@ -47,7 +51,7 @@ def kill_one_worker_once_both_trials_checkpointed(workdir: Path, study: str, sto
 def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_run(ray_cluster, workdir, tiny_llama, in_process):
     # The same trial twice, side by side (grid_repeats: same config and seed); one of them loses
     # its worker mid-run. Both must end at the same point. The tiny Llama: this checks bookkeeping,
-    # not learning; four eval points (checkpoints) per epoch leave the kill seven to land before.
+    # not learning; four eval points (checkpoints) per epoch leave the kill six to land before.
     study = base_study(
         tiny_llama, name="killed", data={"source": "generated", "name": "emotion", "rows": 600},
         search_space={"name": "small_encoder", "overrides": {"lora_r": [4], "lora_alpha_ratio": 2, "lora_dropout": 0.1, "warmup_ratio": 0.1, "lr_scheduler": "linear", "learning_rate": [3e-3]}},
