@@ -25,21 +25,18 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_mo
 
 
 class BestCheckpoints:
-    """Each trial's checkpoints by score: the best is the one Ray Train (or Tune, for a trial
-    in process) keeps (num_to_keep=1 ordered by the study metric); the others are fallbacks in
-    case Ray broke a tie the other way."""
+    """Each trial's checkpoints by score: the best is the one Ray Train (or, for a trial in
+    process, trainables.training.kept_checkpoints) keeps (the best by the study metric, and
+    the latest); the others are fallbacks in case a tie was broken the other way."""
 
     def __init__(self, metric: str, mode: str) -> None:
         self.metric, self.mode = metric, mode
         self._seen: dict[str, list[tuple[float, str]]] = {}
 
-    def add(self, trial: str, result: dict, trial_fs_path: Optional[str] = None) -> None:
-        """``checkpoint_path``: where a Train run kept the checkpoint (TuneReportCallback says);
-        a trial that trains in its Tune actor checkpoints through Tune, into its own folder
-        (``trial_fs_path``), under the name Tune gives in ``checkpoint_dir_name``."""
+    def add(self, trial: str, result: dict) -> None:
+        """``checkpoint_path``: where the trial kept the checkpoint it reported with ``result``
+        (a Train run's TuneReportCallback says, and so does a trial in process)."""
         path, value = result.get("checkpoint_path"), result.get(self.metric)
-        if path is None and result.get("checkpoint_dir_name") and trial_fs_path:
-            path = f"{trial_fs_path.rstrip('/')}/{result['checkpoint_dir_name']}"
         if isinstance(path, str) and outcomes.usable(value):
             self._seen.setdefault(trial, []).append((float(value), path))
 

@@ -119,7 +119,7 @@ class TrialRunLogger(MLflowLoggerCallback):
         metrics = {k: v for k, v in flatten_dict(result, delimiter=".").items() if k not in NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
         if ERROR_KEY not in result:
             self._last[trial] = metrics
-        self._checkpoints.add(str(trial), result, getattr(getattr(trial, "storage", None), "trial_fs_path", None))
+        self._checkpoints.add(str(trial), result)
         log_metrics(self.client, self._trial_runs[trial], metrics, int(result.get("step", iteration)))
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:

@@ -124,11 +124,9 @@ def build_tuner(study: Study, data_ref: Any, plan: StepPlan, max_concurrent: int
             callbacks=callbacks,
             # A retried trial (its driver's node was lost) restarts its Train run under the
             # same name, which Ray Train V2 restores from the run's latest checkpoint.
+            # No Tune checkpoints: a Train run keeps its own, and so does a trial in process
+            # (trainables.training.kept_checkpoints); Tune hears only their paths.
             failure_config=tune.FailureConfig(max_failures=study.resources.max_failures),
-            # In-process trials report their checkpoints to Tune itself: keep the best and the
-            # latest (to resume from), as the Train runs do for trials with Train workers.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=search.metric, checkpoint_score_order=search.mode)
-            if study.resources.in_process is True else None,
             verbose=1,
         ),
     )

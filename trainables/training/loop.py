@@ -216,12 +216,32 @@ class Session:
         return torch.device("cuda", 0) if self.in_process else ray.train.torch.get_device()
 
 
-def session_for(in_process: bool) -> Session:
-    if in_process:
-        from ray import tune
+def session_for(in_process: bool, spec: Optional[TrialSpec] = None) -> Session:
+    """A Train worker's session is Ray Train's; in process, the trial keeps its checkpoints
+    itself (``KeptCheckpoints``, ranked by the study's metric, ``spec.metric``/``mode``) and
+    tells Tune only where they are: Tune would snapshot the experiment after each one."""
+    if not in_process:
+        return Session(ray.train.report, ray.train.get_checkpoint, False)
+    from ray import tune
 
-        return Session(tune.report, tune.get_checkpoint, True)
-    return Session(ray.train.report, ray.train.get_checkpoint, False)
+    from trainables.training.kept_checkpoints import KeptCheckpoints
+
+    metric, mode = spec.metric, spec.mode
+
+    def report(metrics: dict[str, Any], checkpoint: Optional[ray.train.Checkpoint] = None) -> None:
+        if checkpoint is not None:
+            kept = KeptCheckpoints.of_this_trial(metric, mode)
+            # a restored checkpoint reported again (``restore``) is already kept
+            path = checkpoint.path if kept.holds(checkpoint.path) else kept.persist(checkpoint.path)
+            metrics = {**metrics, "checkpoint_path": path}
+        tune.report(metrics)
+
+    def get_checkpoint() -> Optional[ray.train.Checkpoint]:
+        kept = KeptCheckpoints.of_this_trial(metric, mode)
+        path = kept.latest()
+        return None if path is None else ray.train.Checkpoint(path, filesystem=kept.fs)
+
+    return Session(report, get_checkpoint, True)
 
 
 def train_worker(cfg: dict[str, Any]) -> None:
@@ -234,7 +254,7 @@ def train_worker(cfg: dict[str, Any]) -> None:
         shared = cfg["data"]
         recipe = TrialRecipe(spec, cfg["hparams"], shared[0], cfg.get("driver_node_id"),
                              started_at={k: cfg[k] for k in ("driver_started_at", "worker_entered_at") if k in cfg},
-                             session=session_for(bool(cfg.get("in_process"))), base_scores=shared[1] if len(shared) > 1 else None)
+                             session=session_for(bool(cfg.get("in_process")), spec), base_scores=shared[1] if len(shared) > 1 else None)
         if not recipe.restore():
             recipe.train()
     except Exception as exc:

@@ -7,9 +7,9 @@ reserves memory and no CPU; the workers ask for the study's CPUs/GPUs.
 
 With ``resources.in_process`` (one worker) there is no Train run: the Tune function runs the
 loop itself (Tune's function API), holds the trial's CPUs and GPU share, and the loop reports
-and checkpoints to Tune directly (``trainables.training.loop.Session``). That saves the Train controller
-and worker start (~9 s a trial); a crash then restarts the trial (Tune, from its last
-checkpoint) rather than its worker (Train).
+to Tune directly and keeps its own checkpoints (``trainables.training.loop.Session``). That saves
+the Train controller and worker start (~9 s a trial); a crash then restarts the trial (Tune; it
+continues from its last checkpoint) rather than its worker (Train).
 """
 
 from __future__ import annotations
