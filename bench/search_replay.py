@@ -100,8 +100,16 @@ def searcher_for(study: Any, search: "Search") -> Any:
     from sweeps.tuning.searchers import SEARCHERS
 
     s = study.search
-    searcher = SEARCHERS[s.algorithm].make(study.space, study.methods, metric=s.metric, mode=s.mode, seed=s.seed,
-                                           num_samples=s.num_samples, grid_repeats=s.grid_repeats, first_points=s.first_points)
+    if search.sampler == "gp":  # Optuna's Gaussian-process sampler in the study's searcher, as many start-up trials as TPE's
+        import optuna
+
+        from sweeps.tuning.searchers import _optuna
+
+        sampler = optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=min(10, max(2, s.num_samples // 3)), warn_independent_sampling=False)
+        searcher = _optuna(sampler, s.seed)(study.space, study.methods, s.metric, s.mode, s.first_points)
+    else:
+        searcher = SEARCHERS[s.algorithm].make(study.space, study.methods, metric=s.metric, mode=s.mode, seed=s.seed,
+                                               num_samples=s.num_samples, grid_repeats=s.grid_repeats, first_points=s.first_points)
     if search.repeats:
         searcher._grid = None
     if search.name_per_method:
@@ -257,6 +265,7 @@ class Search:
     repeats: bool = False  # without the no-repeat rule
     scheduler: str = "asha"  # scheduler.name
     name_per_method: bool = False  # each method's params under Optuna names of their own
+    sampler: str = ""  # "gp": Optuna's GPSampler in place of the algorithm's sampler (a candidate)
 
 
 SEARCHES: dict[str, Search] = {
@@ -267,6 +276,7 @@ SEARCHES: dict[str, Search] = {
     "random+asha per method": Search("random", scheduler="asha_per_method"),
     "tpe+asha, a name per method": Search("optuna", name_per_method=True),
     "tpe+asha per method, a name per method": Search("optuna", scheduler="asha_per_method", name_per_method=True),
+    "gp+asha": Search("optuna", sampler="gp"),
 }
 
 
