@@ -261,18 +261,15 @@ def trial_runs(workdir: Path, experiment: str, status: str | None = None) -> lis
 
 
 def reported_once(workdir: Path, experiment: str) -> bool:
-    """A trial's first eval point reached MLflow. For a trial that trains in Ray Train workers it
-    comes from the Tune result, which Ray Train sends only after it registered the checkpoint; a
-    checkpoint folder in storage alone may not be registered yet, and a worker killed then would
-    restart from scratch. (A trial that trains in its own Tune actor: see eval_points_logged.)"""
+    """A trial's first eval point reached MLflow. It comes from the Tune result, which Ray Train
+    sends only after it registered the checkpoint (and a trial in its own Tune actor only after
+    its checkpoint folder is complete, trainables.training.kept_checkpoints); a checkpoint folder
+    in storage alone may not be registered yet, and a worker killed then would restart from scratch."""
     return any("step" in r.data.metrics for r in trial_runs(workdir, experiment))
 
 
 def eval_points_logged(workdir: Path, experiment: str) -> list[int]:
-    """How many eval points each trial has in MLflow so far (its ``step`` metric's history).
-    Tune tells its callbacks (our MLflow logger) about a Tune function's result *before* it
-    registers that result's checkpoint (a separate save task on the trial's actor) and holds the
-    trial's next result until the save is done: a second point proves the first is registered."""
+    """How many eval points each trial has in MLflow so far (its ``step`` metric's history)."""
     import mlflow
 
     client = mlflow.tracking.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")

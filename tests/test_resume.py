@@ -26,10 +26,12 @@ TRAINING_ACTOR = {False: "RayTrainWorker", True: "ImplicitFunc"}
 
 
 def kill_one_worker_once_both_trials_checkpointed(workdir: Path, study: str, stop: threading.Event, killed: list[int], actor_class: str) -> None:
-    """Once both trials' first checkpoints are registered (a second eval point logged: see
-    eval_points_logged), SIGKILL one actor that trains. A kill right after the first point can
-    land before Tune registered its checkpoint: the trial then rightly restarts from scratch,
-    and this test would prove nothing (it failed that way twice in CI on 2026-12-04)."""
+    """Once both trials have logged a second eval point, SIGKILL one actor that trains: by then
+    each has a checkpoint kept, however it keeps them. Waiting for the first point was not
+    always enough while in-process trials checkpointed through Tune, which tells its callbacks
+    (our MLflow logger) about a result before a separate save task registers its checkpoint: the
+    kill could land in between and the trial rightly restarted from scratch (twice in CI on
+    2026-12-04). They now keep their own, on disk before the report; the margin stays."""
     import ray
     from ray.util.state import list_actors
 

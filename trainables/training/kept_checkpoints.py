@@ -75,9 +75,10 @@ class KeptCheckpoints:
         return sorted(found)
 
     def _complete(self) -> list[tuple[int, str]]:
-        marks = [f"{path}/{COMPLETE}" for _, path in self._folders()]
-        done = {posixpath.dirname(i.path) for i in self.fs.get_file_info(marks) if i.type == FileType.File} if marks else set()
-        return [(i, path) for i, path in self._folders() if path in done]
+        folders = self._folders()
+        marks = self.fs.get_file_info([f"{path}/{COMPLETE}" for _, path in folders]) if folders else []
+        done = {posixpath.dirname(i.path) for i in marks if i.type == FileType.File}
+        return [(i, path) for i, path in folders if path in done]
 
     def _score(self, path: str) -> Optional[float]:
         try:
