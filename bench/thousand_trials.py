@@ -23,9 +23,15 @@ Measured:
   at the last trial's end (its growth per 100 trials between the two: flat = a few MiB), and
   at the very end, after the study read every trial back for its summary and report;
 - MLflow: one parent run, one child run per trial, each with its trial name once and its
-  metric; ``sweeps.report``'s wall time on the finished study.
+  metric; ``sweeps.report``'s wall time on the finished study;
+- the plain baseline for the memory (``--no-baseline`` skips it): a plain ``tune.Tuner`` of
+  a function trainable, in its own process, with the same trials, concurrency, results per trial
+  and numeric keys per result as the study's trials reported (read back from their
+  ``result.json``), and once more with the metric alone. Tune keeps every trial's record for the
+  ``ResultGrid`` (its last result and, per numeric key, running min/max/avg and two moving
+  windows), so no Tune driver is flat; what ours must show is that it adds nothing beyond that.
 
-    .venv/bin/python bench/thousand_trials.py [--trials 1000] [--concurrency 2] [--json bench/results/thousand_trials.json] [--count-objects SECONDS]
+    .venv/bin/python bench/thousand_trials.py [--trials 1000] [--concurrency 2] [--json bench/results/thousand_trials.json] [--count-objects SECONDS] [--no-baseline]
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import threading
@@ -81,6 +88,61 @@ class MemorySampler(threading.Thread):
             self.stop.wait(self.every)
 
 
+# what Tune adds to every result itself; the baseline's trainable reports the rest
+TUNE_OWN = {"done", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid", "time_since_restore", "iterations_since_restore"}
+
+
+def reported_keys(results: Path) -> tuple[list[str], int]:
+    """The numeric keys one trial of the study reported to Tune per result (without Tune's own
+    and the ``config/`` ones, which the baseline's sampled config brings) and its results per trial."""
+    one = next(results.rglob("result.json"))
+    rows = [json.loads(line) for line in one.read_text().splitlines() if line.strip()]
+    keys = sorted(k for k, v in rows[-1].items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in TUNE_OWN)
+    return keys, len(rows)
+
+
+def growth_per_100(samples: list[tuple[float, float]], start: float, end: float, trials: int) -> tuple[float, float, float]:
+    """Resident memory a tenth into [start, end] and at its end, and the growth per 100 trials between."""
+    early = next(m for ts, m in samples if ts >= start + 0.1 * (end - start))
+    late = [m for ts, m in samples if ts <= end][-1]
+    return early, late, (late - early) / (0.9 * trials) * 100
+
+
+def plain_tune(keys: list[str], results: int, trials: int, concurrency: int) -> dict[str, Any]:
+    """Runs in its own process: a plain Tune study of a function trainable that reports
+    ``keys`` (numbers) ``results`` times; its driver's memory growth per 100 trials."""
+    import ray
+    from ray import tune
+
+    def trainable(config: dict[str, Any]) -> None:
+        for step in range(results):
+            tune.report({k: config["learning_rate"] * (i + 1) + step for i, k in enumerate(keys)})
+
+    ray.init(num_cpus=concurrency, include_dashboard=False, log_to_driver=False)
+    sampler = MemorySampler()
+    sampler.start()
+    started = time.time()
+    tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space={"learning_rate": tune.loguniform(1e-4, 1e-2)},
+        tune_config=tune.TuneConfig(num_samples=trials, max_concurrent_trials=concurrency, metric=keys[0], mode="max", reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="thousand-plain-"), verbose=0),
+    ).fit()
+    ended = time.time()
+    sampler.stop.set()
+    sampler.join()
+    early, late, growth = growth_per_100(sampler.samples, started, ended, trials)
+    return {"numeric_keys": len(keys), "results_per_trial": results, "wall_s": round(ended - started, 1),
+            "rss_mib_at_10pct": round(early, 1), "rss_mib_at_end": round(late, 1), "growth_per_100_trials": round(growth, 2)}
+
+
+def baseline(keys: list[str], results: int, trials: int, concurrency: int) -> dict[str, Any]:
+    """``plain_tune`` in a fresh process (a fresh Ray and heap, as the study had)."""
+    spec = json.dumps({"keys": keys, "results": results, "trials": trials, "concurrency": concurrency})
+    done = subprocess.run([sys.executable, __file__, "--plain-tune", spec], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def trial_figures(kids: list, concurrency: int) -> dict[str, Any]:
     """From the trials' MLflow runs: each trial's own time (``wall_time_s``, measured in the
     trial from building its model to its last report) against the time the driver took per trial,
@@ -111,7 +173,12 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--count-objects", type=float, metavar="SECONDS", help="the driver's Python objects by type, SECONDS into the sweep and at its end: which kinds grow with the trials")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the plain Tune studies the driver's memory is compared with")
+    ap.add_argument("--plain-tune", metavar="JSON", help=argparse.SUPPRESS)  # the baseline's own process
     args = ap.parse_args()
+    if args.plain_tune:
+        print(json.dumps(plain_tune(**json.loads(args.plain_tune))))
+        return 0
     if args.count_objects:
         import collections
         import gc
@@ -167,11 +234,13 @@ def main() -> int:
     # (the study's end then reads every trial back for its summary and report)
     first_start = min(r.info.start_time for r in kids) / 1000
     last_end = max(r.info.end_time for r in kids if r.info.end_time) / 1000
-    at = first_start + 0.1 * (last_end - first_start)
-    early = next(m for ts, m in samples if ts >= at)
-    late = [m for ts, m in samples if ts <= last_end][-1]
+    early, late, growth = growth_per_100(samples, first_start, last_end, args.trials)
     end = samples[-1][1]
-    growth_per_100 = (late - early) / (0.9 * args.trials) * 100
+    plain = {}
+    if not args.no_baseline:
+        keys, results = reported_keys(work / "ray_results")
+        plain = {"same_keys": baseline(keys, results, args.trials, args.concurrency),
+                 "metric_only": baseline(["f1_macro"], results, args.trials, args.concurrency)}
     out = {
         "trials": args.trials, "concurrency": args.concurrency, "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "wall_s": round(wall, 1), "wall_per_trial_s": round(wall / args.trials, 3),
@@ -181,7 +250,10 @@ def main() -> int:
                    "parent_trials_completed": parents[0].data.metrics.get("trials_completed") if parents else None},
         "report_s": round(report_s, 1),
         "driver_rss_mib": {"at_10pct_of_trials": round(early, 1), "at_last_trial_end": round(late, 1), "end": round(end, 1), "max": round(max(m for _, m in samples), 1),
-                           "growth_per_100_trials": round(growth_per_100, 2)},
+                           "growth_per_100_trials": round(growth, 2)},
+        # plain Tune's driver, same trials and results: with the keys our trials report, and with the metric alone
+        "plain_tune": plain,
+        "growth_vs_plain_same_keys": round(growth / plain["same_keys"]["growth_per_100_trials"], 2) if plain else None,
         "folder": str(work),
     }
     print(json.dumps(out, indent=1))
