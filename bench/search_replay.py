@@ -96,7 +96,9 @@ def searcher_for(study: Any, search: "Search") -> Any:
     """The searcher ``build_tuner`` makes for ``study``; ``search.repeats`` drops the no-repeat
     rule (as Ray's plain ``OptunaSearch``: the space treated as endless, so a repeated point runs);
     ``search.name_per_method`` gives each method's params Optuna names of their own (a candidate,
-    measured here before the searchers take it: ``NamePerMethod``)."""
+    measured here before the searchers take it: ``NamePerMethod``); ``search.start_per_method``
+    makes TPE's random start-up trials one per method (enqueued with only the method fixed, in a
+    seeded order; the sampler draws the rest), so each method is seen before TPE models them."""
     from sweeps.tuning.searchers import SEARCHERS
 
     s = study.search
@@ -116,6 +118,11 @@ def searcher_for(study: Any, search: "Search") -> Any:
         searcher.__class__ = name_per_method_class()
         searcher._space = PerMethodNames(study.space, study.methods)
         searcher._grid = [{(k if k == "method" else f"{k}|{p['method']}"): v for k, v in p.items()} for p in searcher._grid or []] or None
+    if search.start_per_method:
+        import numpy as np
+
+        for method in np.random.default_rng(s.seed).permutation(study.methods):
+            searcher._ot_study.enqueue_trial({"method": str(method)})
     return searcher
 
 
@@ -266,6 +273,7 @@ class Search:
     scheduler: str = "asha"  # scheduler.name
     name_per_method: bool = False  # each method's params under Optuna names of their own
     sampler: str = ""  # "gp": Optuna's GPSampler in place of the algorithm's sampler (a candidate)
+    start_per_method: bool = False  # the start-up trials one per method, in a seeded order (a candidate)
 
 
 SEARCHES: dict[str, Search] = {
@@ -277,6 +285,8 @@ SEARCHES: dict[str, Search] = {
     "tpe+asha, a name per method": Search("optuna", name_per_method=True),
     "tpe+asha per method, a name per method": Search("optuna", scheduler="asha_per_method", name_per_method=True),
     "gp+asha": Search("optuna", sampler="gp"),
+    "tpe+asha, a start-up point per method": Search("optuna", start_per_method=True),
+    "tpe+asha, a name and a start-up point per method": Search("optuna", name_per_method=True, start_per_method=True),
 }
 
 
