@@ -298,10 +298,12 @@ def expand(saved: dict[str, Any]) -> dict[str, list[list[dict[str, Any]]]]:
 
 
 def main() -> int:
+    global NUM_SAMPLES
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--grid", required=True, help="a search_efficiency.py --json file whose grid has learning curves")
     p.add_argument("--from-json", help="print the table of an earlier --json output (replayed on this --grid) instead of replaying")
     p.add_argument("--seeds", type=int, default=30, help="seeds 0..N-1 per search")
+    p.add_argument("--trials", type=int, default=NUM_SAMPLES, help="trials per search (the issue's budget: 9); more shows what budget a rate needs")
     p.add_argument("--searches", nargs="+", default=list(SEARCHES), choices=list(SEARCHES))
     p.add_argument("--time-scale", type=float, default=0.02, help="sleep this fraction of each recorded eval interval")
     p.add_argument("--json", help="also write the summary and every seed's trials (point, steps, best) here")
@@ -309,6 +311,9 @@ def main() -> int:
     args = p.parse_args()
     if args.seeds < 1:
         p.error(f"--seeds {args.seeds}: give at least 1")
+    if args.trials < 2:
+        p.error(f"--trials {args.trials}: give at least 2")
+    NUM_SAMPLES = args.trials
     if args.time_scale < 0:
         p.error(f"--time-scale {args.time_scale}: give 0 or more")
     if args.real:
@@ -332,6 +337,8 @@ def main() -> int:
         earlier = json.loads(Path(args.from_json).read_text())
         if earlier.get("points") != keys:
             raise SystemExit(f"bench: --from-json {args.from_json} was not replayed on --grid {args.grid}: give the grid it names ({earlier.get('grid')})")
+        NUM_SAMPLES = earlier.get("trials", 9)  # outputs before --trials ran 9
+        exact = grid_random_order_exact(points, target, NUM_SAMPLES)
         print_table(expand(earlier), target, full_steps, exact, grid_best, keys, points, names)
         return 0
 
@@ -363,7 +370,7 @@ def main() -> int:
     for line in checks:
         print(line)
     if args.json:
-        Path(args.json).write_text(json.dumps({"grid": args.grid, "fidelity": checks, "data": data, "target": target, "time_scale": args.time_scale,
+        Path(args.json).write_text(json.dumps({"grid": args.grid, "trials": NUM_SAMPLES, "fidelity": checks, "data": data, "target": target, "time_scale": args.time_scale,
                                                "summary": summary, "grid_random_order": exact, "points": keys, "runs": compact(runs, keys, names)}, separators=(",", ":")))
     return 0
 
