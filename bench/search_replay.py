@@ -21,7 +21,7 @@ and all its steps; against the grid in a random order (random search without rep
 without early stopping, computed exactly) and the full grid.
 
     .venv/bin/python bench/search_efficiency.py --data real --seeds --json GRID.json          # once: the table (the grid alone, ~25 min)
-    .venv/bin/python bench/search_replay.py --grid GRID.json --seeds 100 [--searches NAME ...] [--json out.json]   # ~15 min a search on 2 CPUs
+    .venv/bin/python bench/search_replay.py --grid GRID.json --seeds 100 [--trials 9] [--searches NAME ...] [--json out.json]   # ~15 min a search on 2 CPUs
 """
 
 from __future__ import annotations
