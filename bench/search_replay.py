@@ -105,9 +105,9 @@ def searcher_for(study: Any, search: "Search") -> Any:
     if search.sampler == "gp":  # Optuna's Gaussian-process sampler in the study's searcher, as many start-up trials as TPE's
         import optuna
 
-        from sweeps.tuning.searchers import _optuna
+        from sweeps.tuning.searchers import _optuna, startup_trials
 
-        sampler = optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=min(10, max(2, s.num_samples // 3)), warn_independent_sampling=False)
+        sampler = optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=startup_trials(s.num_samples), warn_independent_sampling=False)
         searcher = _optuna(sampler, s.seed)(study.space, study.methods, s.metric, s.mode, s.first_points)
     else:
         searcher = SEARCHERS[s.algorithm].make(study.space, study.methods, metric=s.metric, mode=s.mode, seed=s.seed,

@@ -222,7 +222,8 @@ def main() -> int:
     parents = [r for r in all_runs if "mlflow.parentRunId" not in r.data.tags]
     kids = [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
     names = [r.data.tags.get("trial_name") for r in kids]
-    missing_metric = sum("f1_macro" not in r.data.metrics for r in kids)
+    metric = study(model, args.trials, args.concurrency)["search"]["metric"]
+    missing_metric = sum(metric not in r.data.metrics for r in kids)
     trials = trial_figures(kids, args.concurrency)
 
     t = time.time()
@@ -240,7 +241,7 @@ def main() -> int:
     if not args.no_baseline:
         keys, results = reported_keys(work / "ray_results")
         plain = {"same_keys": baseline(keys, results, args.trials, args.concurrency),
-                 "metric_only": baseline(["f1_macro"], results, args.trials, args.concurrency)}
+                 "metric_only": baseline([metric], results, args.trials, args.concurrency)}
     out = {
         "trials": args.trials, "concurrency": args.concurrency, "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "wall_s": round(wall, 1), "wall_per_trial_s": round(wall / args.trials, 3),

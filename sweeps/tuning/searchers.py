@@ -161,12 +161,15 @@ def _optuna(sampler: optuna.samplers.BaseSampler, seed: int) -> Callable[..., Se
     return make
 
 
+def startup_trials(num_samples: int) -> int:
+    """Random trials before a model-based sampler starts modelling: a third of the budget, 2-10."""
+    return min(10, max(2, num_samples // 3))
+
+
 def optuna_tpe(space: SearchSpace, methods: list[str], metric: str, mode: str, seed: int, num_samples: int, first_points: Any = None, warm_start: Optional[WarmStart] = None, **_: Any) -> Searcher:
     # Multivariate + group TPE models parameters jointly and handles the conditional
     # branches; a few random start-up trials first, fewer on small budgets.
-    sampler = optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, group=True, n_startup_trials=min(10, max(2, num_samples // 3))
-    )
+    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=startup_trials(num_samples))
     return _optuna(sampler, seed)(space, methods, metric, mode, first_points, warm_start)
 
 
